@@ -1,0 +1,30 @@
+"""chatlane producer: enqueue chat turns and follow them (Python client and HTTP API)."""
+
+from producer.client import ChatProducer, Enqueued
+from producer.errors import (
+    ChatlaneError,
+    InvalidInput,
+    QueueFull,
+    RedisUnavailable,
+    TextTooLong,
+    TurnNotFound,
+    WaitTimeout,
+)
+from producer.models import TurnState, TurnStatus
+from producer.settings import Settings, get_settings
+
+__all__ = [
+    "ChatProducer",
+    "ChatlaneError",
+    "Enqueued",
+    "InvalidInput",
+    "QueueFull",
+    "RedisUnavailable",
+    "Settings",
+    "TextTooLong",
+    "TurnNotFound",
+    "TurnState",
+    "TurnStatus",
+    "WaitTimeout",
+    "get_settings",
+]

@@ -1,0 +1,71 @@
+"""The one place that names chatlane's Redis keys.
+
+All keys of one session share the hash tag ``{session_id}`` so that every per-session
+script touches one slot. Turn records are keyed by turn id alone (a status lookup knows
+only the id); like arq itself, chatlane therefore runs against one Redis primary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    inbox: str  # LIST of waiting turn ids, head = next to run
+    history: str  # LIST of JSON messages, oldest first
+    lease: str  # STRING holder token, PX ttl
+    fence: str  # counter, bumped by every claim
+    drain: str  # STRING arq job id of the drain job queued for this session, if any
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "chatlane"
+
+    @property
+    def queue(self) -> str:
+        """arq queue (ZSET) that carries drain and sweep jobs."""
+        return f"{self.prefix}:queue"
+
+    @property
+    def pending(self) -> str:
+        """SET of session ids that may have waiting turns (the sweep's work list)."""
+        return f"{self.prefix}:pending"
+
+    @property
+    def stats(self) -> str:
+        """HASH of fleet-wide counters (stale commits rejected, leases lost, ...)."""
+        return f"{self.prefix}:stats"
+
+    @property
+    def workers(self) -> str:
+        """ZSET worker id -> last heartbeat (epoch ms)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def turn_prefix(self) -> str:
+        return f"{self.prefix}:turn:"
+
+    def turn(self, turn_id: str) -> str:
+        """HASH with the turn record."""
+        return f"{self.turn_prefix}{turn_id}"
+
+    stream_suffix = ":stream"
+
+    def stream(self, turn_id: str) -> str:
+        """STREAM of token chunks of a turn (replayable by late readers)."""
+        return f"{self.turn_prefix}{turn_id}{self.stream_suffix}"
+
+    def session(self, session_id: str) -> SessionKeys:
+        base = f"{self.prefix}:{{{session_id}}}"
+        return SessionKeys(
+            inbox=f"{base}:inbox",
+            history=f"{base}:history",
+            lease=f"{base}:lease",
+            fence=f"{base}:fence",
+            drain=f"{base}:drain",
+        )
+
+    def idempotency(self, session_id: str, key: str) -> str:
+        return f"{self.prefix}:{{{session_id}}}:idem:{key}"

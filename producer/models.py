@@ -1,0 +1,99 @@
+"""The turn contract: states, the status model, and input validation."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from producer.errors import InvalidInput, TextTooLong
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
+_SESSION_RE = re.compile(SESSION_ID_PATTERN)
+_IDEM_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_TURN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class TurnState(StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TurnState.completed, TurnState.failed, TurnState.cancelled)
+
+
+class TurnStatus(BaseModel):
+    turn_id: str
+    session_id: str
+    state: TurnState
+    position: int | None = Field(None, description="0-based place in the session inbox while queued")
+    text: str
+    reply: str | None = Field(None, description="the reply; while running, the text generated so far")
+    error: str | None = None
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = Field(None, description="start of the generation that was committed")
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_record(
+        cls, turn_id: str, rec: dict[str, str], position: int | None, partial: str | None = None
+    ) -> TurnStatus:
+        state = TurnState(rec["state"])
+        reply = rec.get("reply")
+        if reply is None and state is TurnState.running:
+            reply = partial
+        return cls(
+            turn_id=turn_id,
+            session_id=rec["session"],
+            state=state,
+            position=position if state is TurnState.queued else None,
+            text=rec["text"],
+            reply=reply,
+            error=rec.get("error") or None,
+            attempts=int(rec.get("attempts", 0)),
+            created_at=ms_to_datetime(rec["created"]),
+            started_at=ms_to_datetime(rec.get("started")),
+            finished_at=ms_to_datetime(rec.get("finished")),
+        )
+
+
+def ms_to_datetime(ms: str | int | None) -> datetime:
+    if ms is None or ms == "":
+        return None  # type: ignore[return-value]
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+def validate_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str) or not _SESSION_RE.fullmatch(session_id):
+        raise InvalidInput(f"session_id must match {SESSION_ID_PATTERN} (got {session_id!r:.60})")
+    return session_id
+
+
+def validate_turn_id(turn_id: str) -> str:
+    if not isinstance(turn_id, str) or not _TURN_ID_RE.fullmatch(turn_id):
+        raise InvalidInput(f"turn_id must be 32 lowercase hex characters (got {turn_id!r:.60})")
+    return turn_id
+
+
+def validate_text(text: str, max_chars: int) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("text must be a non-empty string")
+    if len(text) > max_chars:
+        raise TextTooLong(f"text has {len(text)} characters; the limit is {max_chars}")
+    return text
+
+
+def validate_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not _IDEM_RE.fullmatch(key):
+        raise InvalidInput(f"idempotency_key must match {IDEMPOTENCY_KEY_PATTERN} (1-200 printable ASCII)")
+    return key

@@ -1,0 +1,72 @@
+"""Configuration shared by producers and workers (env prefix ``CHATLANE_``, ``.env`` supported)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
+
+    redis_url: str = DEFAULT_REDIS_URL
+    key_prefix: str = Field("chatlane", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # model
+    model: str = "fake"
+    fake_delay_ms: int = Field(0, ge=0)
+    fake_chunks: int = Field(8, ge=1)
+    # fault injection for soaks and demos (probabilities per generation attempt)
+    fake_fail_rate: float = Field(0.0, ge=0, le=1)
+    fake_midstream_fail_rate: float = Field(0.0, ge=0, le=1)
+    fake_hang_rate: float = Field(0.0, ge=0, le=1)
+    system_prompt: str = "You are a helpful assistant."
+    history_max_tokens: int = Field(4000, ge=1)
+    model_timeout_s: float = Field(120.0, gt=0)
+
+    # input limits (checked before anything is written)
+    max_text_chars: int = Field(32000, ge=1)
+    max_queued_per_session: int = Field(100, ge=1)
+
+    # per-turn retries of a failing generation
+    max_attempts: int = Field(3, ge=1)
+    retry_backoff_s: float = Field(0.5, ge=0)
+    retry_backoff_max_s: float = Field(10.0, ge=0)
+
+    # lease: a holder renews every ttl/3; a dead holder is replaced after ttl + sweep interval
+    lease_ttl_ms: int = Field(5000, ge=300)
+    sweep_interval_s: int = Field(1, ge=1, le=60)
+
+    # a drain job serves at most this many turns / seconds, then re-enqueues itself
+    drain_max_turns: int = Field(16, ge=1)
+    drain_max_seconds: float = Field(60.0, gt=0)
+
+    # arq
+    max_jobs: int = Field(100, ge=1)
+    poll_delay_s: float = Field(0.05, gt=0)
+    shutdown_grace_s: int = Field(20, ge=0)
+
+    # retention of finished turns, their idempotency keys and token streams
+    turn_ttl_s: int = Field(86400, ge=1)
+    stream_ttl_s: int = Field(600, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError("retry_backoff_max_s must be >= retry_backoff_s")
+        return self
+
+    @property
+    def job_timeout_s(self) -> float:
+        """arq's hard limit for one drain job: its budget plus one full turn with retries."""
+        per_turn = self.max_attempts * (self.model_timeout_s + self.retry_backoff_max_s)
+        return self.drain_max_seconds + per_turn + 30.0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,74 @@
+"""Token stream entries of a turn (a Redis Stream per turn, replayable from any id).
+
+Entries, in order:
+- ``chunk``: ``a`` attempt number, ``d`` text of one model chunk;
+- ``reset``: attempt ``a`` starts over (a retry): discard the chunks received so far;
+  chunks of an older attempt that arrive later (from a worker that lost its lease and has
+  not noticed yet) are to be ignored: see ``Replay``;
+- ``end``: ``s`` terminal state; written by the same script that commits the turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    chunk = "chunk"
+    reset = "reset"
+    end = "end"
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: str
+    type: EventType
+    attempt: int = 0
+    data: str = ""
+    state: str = ""
+
+    @classmethod
+    def parse(cls, entry_id: str, fields: dict[str, str]) -> StreamEvent:
+        return cls(
+            id=entry_id,
+            type=EventType(fields["t"]),
+            attempt=int(fields.get("a", 0)),
+            data=fields.get("d", ""),
+            state=fields.get("s", ""),
+        )
+
+
+def chunk_fields(attempt: int, text: str) -> dict[str, str | int]:
+    return {"t": EventType.chunk.value, "a": attempt, "d": text}
+
+
+class Replay:
+    """Follows a stream the way a reader should: only the latest attempt's chunks count."""
+
+    def __init__(self) -> None:
+        self.attempt = 0
+        self.parts: list[str] = []
+
+    def accept(self, ev: StreamEvent) -> bool:
+        """Apply one entry; False if it is a stale chunk the reader must skip."""
+        if ev.type is EventType.reset:
+            self.attempt, self.parts = ev.attempt, []
+        elif ev.type is EventType.chunk:
+            if ev.attempt < self.attempt:
+                return False
+            self.attempt = ev.attempt
+            self.parts.append(ev.data)
+        return True
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def partial_reply(events: list[StreamEvent]) -> str:
+    """Text generated so far by the latest attempt."""
+    replay = Replay()
+    for ev in events:
+        replay.accept(ev)
+    return replay.text

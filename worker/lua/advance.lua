@@ -1,0 +1,84 @@
+-- advance: the fenced step of a drain. Finishes the head turn (commit or fail) and begins the
+-- next one, in one atomic script, so a busy session costs about one round trip per turn.
+--
+-- KEYS[1] lease   KEYS[2] inbox   KEYS[3] history   KEYS[4] stats (HASH)   KEYS[5] pending (SET)
+-- ARGV[1] our lease token        ARGV[2] lease ttl ms       ARGV[3] turn key prefix
+-- ARGV[4] stream key suffix      ARGV[5] id of the turn to finish, or "" to only begin
+-- ARGV[6] "completed" | "failed" ARGV[7] reply text, or error text
+-- ARGV[8] user message JSON      ARGV[9] AI message JSON     (both only for "completed")
+-- ARGV[10] ttl ms of finished turn records and idempotency keys
+-- ARGV[11] ttl ms of a finished turn's token stream
+-- ARGV[12] "begin": begin the next head turn, releasing the lease if the inbox is empty;
+--          "stop": begin nothing, keep the lease (the caller hands the session back)
+-- ARGV[13] max attempts per turn   ARGV[14] session id
+--
+-- Returns one of
+--   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
+--                 fence: a paused or partitioned ex-holder can never commit.
+--   {"turn", id, text, attempts, started_ms}   the next turn is now running (attempt counted)
+--   {"released"}  the inbox is empty: lease deleted, session left the pending set
+--   {"stopped"}   ARGV[12] was "stop"
+-- A head turn that has already used all its attempts (each interrupted by a crash or a lost
+-- lease) is failed here instead of being begun again, so a poison turn cannot wedge a session.
+-- Stream entries use the fields of producer/stream.py: t=type, a=attempt, s=state.
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+  if ARGV[5] ~= "" then
+    redis.call("HINCRBY", KEYS[4], "stale_commits_rejected", 1)
+  end
+  return {"lost"}
+end
+local t = redis.call("TIME")
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix, suffix = ARGV[3], ARGV[4]
+
+local function finish(turn_id, state, field, value)
+  local tk = prefix .. turn_id
+  redis.call("HSET", tk, "state", state, field, value, "finished", now_ms)
+  redis.call("LPOP", KEYS[2])
+  redis.call("PEXPIRE", tk, ARGV[10])
+  local idem = redis.call("HGET", tk, "idem")
+  if idem and idem ~= "" then
+    redis.call("PEXPIRE", idem, ARGV[10])
+  end
+  local sk = tk .. suffix
+  redis.call("XADD", sk, "*", "t", "end", "s", state)
+  redis.call("PEXPIRE", sk, ARGV[11])
+end
+
+if ARGV[5] ~= "" then
+  if redis.call("LINDEX", KEYS[2], 0) ~= ARGV[5] then
+    return redis.error_reply("chatlane: turn " .. ARGV[5] .. " is not at the head of its inbox")
+  end
+  if ARGV[6] == "completed" then
+    redis.call("RPUSH", KEYS[3], ARGV[8], ARGV[9])
+    finish(ARGV[5], "completed", "reply", ARGV[7])
+  else
+    finish(ARGV[5], "failed", "error", ARGV[7])
+  end
+end
+
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+if ARGV[12] == "stop" then
+  return {"stopped"}
+end
+local max_attempts = tonumber(ARGV[13])
+while true do
+  local head = redis.call("LINDEX", KEYS[2], 0)
+  if not head then
+    redis.call("DEL", KEYS[1])
+    redis.call("SREM", KEYS[5], ARGV[14])
+    return {"released"}
+  end
+  local tk = prefix .. head
+  local attempts = redis.call("HINCRBY", tk, "attempts", 1)
+  if attempts <= max_attempts then
+    redis.call("HSET", tk, "state", "running", "started", now_ms)
+    if attempts > 1 then
+      redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
+    end
+    return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
+  end
+  redis.call("HSET", tk, "attempts", max_attempts)
+  finish(head, "failed", "error",
+    "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)")
+end
