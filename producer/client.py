@@ -45,13 +45,14 @@ class Enqueued:
 
 def connect(settings: Settings) -> Redis:
     """A client that fails fast when Redis is unreachable instead of hanging."""
-    return Redis.from_url(
+    redis: Redis = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
         socket_connect_timeout=2.0,
         socket_timeout=5.0 + _BLOCK_MS / 1000,
         health_check_interval=30,
     )
+    return redis
 
 
 class ChatProducer:
@@ -103,7 +104,16 @@ class ChatProducer:
         job = DrainJob.new(session_id)
         sk = self.keys.session(session_id)
         idem = self.keys.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
-        keys = [sk.inbox, sk.lease, sk.drain, idem, self.keys.turn(turn_id), self.keys.pending, job.key, self.keys.queue]
+        keys = [
+            sk.inbox,
+            sk.lease,
+            sk.drain,
+            idem,
+            self.keys.turn(turn_id),
+            self.keys.pending,
+            job.key,
+            self.keys.queue,
+        ]
         argv = [session_id, turn_id, text, self.settings.max_queued_per_session, job.job_id,
                 idempotency_key or "", job.payload, job.score_ms, job.argv()[3]]  # fmt: skip
 
@@ -219,4 +229,3 @@ class ChatProducer:
         validate_session_id(session_id)
         key = self.keys.session(session_id).history
         return await self._call(lambda: self.redis.llen(key))  # type: ignore[arg-type,return-value]
-

@@ -105,7 +105,7 @@ class SessionRunner:
             except LeaseLost:
                 raise
             except Exception as e:
-                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # TimeoutError has no text
                 if turn.attempt >= s.max_attempts:
                     log.warning("turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error)
                     return Outcome(False, f"failed after {turn.attempt} attempt(s): {error}")
@@ -113,13 +113,13 @@ class SessionRunner:
                 await lease.guard(asyncio.sleep(self._backoff(turn.attempt)))
                 nxt = await self._advance(lease, None, begin=True)
                 if not isinstance(nxt, Turn) or nxt.turn_id != turn.turn_id:
-                    raise RuntimeError(f"head changed under a held lease: {nxt!r}")
+                    raise RuntimeError(f"head changed under a held lease: {nxt!r}") from e
                 turn = nxt
 
     def _backoff(self, attempt: int) -> float:
         s = self.rt.settings
         base = min(s.retry_backoff_max_s, s.retry_backoff_s * 2 ** (attempt - 1))
-        return base * random.uniform(0.8, 1.2)
+        return float(base * random.uniform(0.8, 1.2))
 
     async def _generate(self, window: list[BaseMessage], turn: Turn) -> AIMessage:
         rt = self.rt
@@ -144,9 +144,22 @@ class SessionRunner:
                 user, ai = (encode_message(m) for m in outcome.messages)
         res = await rt.scripts.advance(
             keys=[self.sk.lease, self.sk.inbox, self.sk.history, rt.keys.stats, rt.keys.pending],
-            args=[lease.token, s.lease_ttl_ms, rt.keys.turn_prefix, rt.keys.stream_suffix,
-                  turn_id, state, text, user, ai, s.turn_ttl_s * 1000, s.stream_ttl_s * 1000,
-                  "begin" if begin else "stop", s.max_attempts, self.session_id],  # fmt: skip
+            args=[
+                lease.token,
+                s.lease_ttl_ms,
+                rt.keys.turn_prefix,
+                rt.keys.stream_suffix,
+                turn_id,
+                state,
+                text,
+                user,
+                ai,
+                s.turn_ttl_s * 1000,
+                s.stream_ttl_s * 1000,
+                "begin" if begin else "stop",
+                s.max_attempts,
+                self.session_id,
+            ],
         )
         kind = res[0]
         if kind == "lost":

@@ -25,7 +25,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-_DIRECTIVE = re.compile(r"!(fail|failmid|hang|delay)(?:=(\d+))?")
+_DIRECTIVE = re.compile(r"!(failmid|fail|hang|delay)(?:=(\d+))?")
 generation: ContextVar[tuple[str, int]] = ContextVar("chatlane_generation", default=("", 1))
 
 

@@ -39,10 +39,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [func(drain, name=DRAIN, max_tries=1_000_000)]  # type: ignore[arg-type]
+    functions = [func(drain, name=DRAIN, max_tries=1_000_000)]
     cron_jobs = [
         cron(
-            sweep,  # type: ignore[arg-type]
+            sweep,
             name="chatlane-sweep",
             second=set(range(0, 60, _s.sweep_interval_s)),
             unique=True,

@@ -22,7 +22,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
     requeued = 0
     cursor = 0
     while True:
-        cursor, sessions = await rt.redis.sscan(keys.pending, cursor, count=_BATCH)  # type: ignore[misc]
+        cursor, sessions = await rt.redis.sscan(keys.pending, cursor, count=_BATCH)
         if sessions:
             async with rt.redis.pipeline(transaction=False) as pipe:
                 for sid in sessions:

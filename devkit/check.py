@@ -1,0 +1,130 @@
+"""Checks every accepted turn against chatlane's guarantees, from what Redis holds.
+
+Given the turn ids each session was sent, in enqueue order, it verifies: each turn ended
+(G3), completed ones are in the history exactly once as user+AI pairs and failed ones not at
+all (G3), history order is enqueue order (G2), and no two committed generations of a session
+overlap in time (G1). It also measures how much different sessions overlapped (G5).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from producer import ChatProducer, TurnNotFound, TurnState, TurnStatus
+from producer.history import turn_id_of
+
+
+@dataclass
+class Report:
+    sessions: int = 0
+    accepted: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    unfinished: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    overlapping: int = 0
+    parallel_pairs: int = 0  # pairs of turns of different sessions that ran at the same time
+    max_concurrency: int = 0
+    violations: list[str] = field(default_factory=list)
+    statuses: dict[str, TurnStatus] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.out_of_order or self.overlapping or self.unfinished)
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [
+            ("sessions", self.sessions), ("turns accepted", self.accepted), ("completed", self.completed),
+            ("failed", self.failed), ("cancelled", self.cancelled), ("unfinished", self.unfinished),
+            ("lost", self.lost), ("duplicated", self.duplicated), ("out of order", self.out_of_order),
+            ("overlapping in a session", self.overlapping), ("peak sessions generating at once", self.max_concurrency),
+        ]  # fmt: skip
+
+
+async def check(producer: ChatProducer, sent: dict[str, list[str]]) -> Report:
+    r = Report(sessions=len(sent))
+    intervals: list[tuple[datetime, datetime, str]] = []
+    for session_id, turn_ids in sent.items():
+        r.accepted += len(turn_ids)
+        statuses: list[TurnStatus] = []
+        for tid in turn_ids:
+            try:
+                st = await producer.status(tid)
+            except TurnNotFound:
+                r.lost += 1
+                r.violations.append(f"{session_id}: turn {tid} has no record")
+                continue
+            r.statuses[tid] = st
+            statuses.append(st)
+            if st.state is TurnState.completed:
+                r.completed += 1
+            elif st.state is TurnState.failed:
+                r.failed += 1
+                if not st.error:
+                    r.violations.append(f"{session_id}: turn {tid} failed without a reason")
+            elif st.state is TurnState.cancelled:
+                r.cancelled += 1
+            else:
+                r.unfinished += 1
+                r.violations.append(f"{session_id}: turn {tid} still {st.state.value}")
+
+        history = await producer.history(session_id)
+        ids = [turn_id_of(m) for m in history]
+        pairs = ids[0::2]
+        for i, m in enumerate(history):
+            want = "human" if i % 2 == 0 else "ai"
+            if m.type != want or (i % 2 == 1 and ids[i] != ids[i - 1]):
+                r.violations.append(f"{session_id}: history entry {i} breaks the user/AI pairing")
+                r.out_of_order += 1
+                break
+        counts = Counter(pairs)
+        r.duplicated += sum(c - 1 for c in counts.values() if c > 1)
+        expected = [st.turn_id for st in statuses if st.state is TurnState.completed]
+        missing = [t for t in expected if t not in counts]
+        r.lost += len(missing)
+        for t in missing:
+            r.violations.append(f"{session_id}: completed turn {t} is not in the history")
+        extra = [t for t in counts if t not in set(expected)]
+        if extra:
+            r.violations.append(f"{session_id}: history holds turns that did not complete: {extra}")
+            r.duplicated += len(extra)
+        dedup = list(dict.fromkeys(pairs))
+        if [t for t in dedup if t in set(expected)] != [t for t in expected if t in counts]:
+            r.out_of_order += 1
+            r.violations.append(f"{session_id}: history order differs from enqueue order")
+
+        done = sorted(
+            (st.started_at, st.finished_at, session_id)
+            for st in statuses
+            if st.state is TurnState.completed and st.started_at and st.finished_at
+        )
+        for (_s1, f1, _), (s2, _f2, _) in itertools.pairwise(done):
+            if s2 < f1:
+                r.overlapping += 1
+                r.violations.append(f"{session_id}: generations overlap ({s2} < {f1})")
+        intervals.extend(done)
+
+    r.parallel_pairs, r.max_concurrency = _concurrency(intervals)
+    return r
+
+
+def _concurrency(intervals: list[tuple[datetime, datetime, str]]) -> tuple[int, int]:
+    events = sorted([(s, 1) for s, _, _ in intervals] + [(f, -1) for _, f, _ in intervals])
+    level = peak = 0
+    for _, d in events:
+        level += d
+        peak = max(peak, level)
+    pairs = 0
+    by_start = sorted(intervals)
+    for i, (_s1, f1, a) in enumerate(by_start):
+        for s2, _f2, b in by_start[i + 1 :]:
+            if s2 >= f1:
+                break
+            pairs += a != b
+    return pairs, peak

@@ -1,0 +1,117 @@
+"""A local OpenAI-compatible chat-completions server, so the real langchain-openai client path
+runs over HTTP in tests and benchmarks. Streams replies as SSE, records every request body,
+and sets TCP_NODELAY (no Nagle/delayed-ACK artefacts in latency figures)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from devkit.redis_server import free_port
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        stub = self.server.stub
+        received = time.perf_counter()
+        with stub.lock:
+            stub.requests.append(body)
+            stub.received_at.append(received)
+            n = len(stub.requests)
+        reply = stub.reply_for(body, n)
+        pieces = [reply[i : i + 8] for i in range(0, len(reply), 8)] or [""]
+        if not body.get("stream"):
+            payload = {
+                "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            }  # fmt: skip
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            stub.finished_at.append(time.perf_counter())
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i, piece in enumerate(pieces):
+            if stub.delay_s:
+                time.sleep(stub.delay_s / len(pieces))
+            delta: dict[str, Any] = {"content": piece}
+            if i == 0:
+                delta["role"] = "assistant"
+            self._event(_chunk(n, body["model"], delta, None))
+        self._event(_chunk(n, body["model"], {}, "stop"))
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+        self.wfile.flush()
+        stub.finished_at.append(time.perf_counter())
+
+    def _event(self, obj: dict[str, Any]) -> None:
+        self._chunk(f"data: {json.dumps(obj)}\n\n".encode())
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+def _chunk(n: int, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    stub: OpenAIStub
+
+
+class OpenAIStub:
+    """``with OpenAIStub() as stub:`` then point ``OPENAI_BASE_URL`` at ``stub.base_url``."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.port = free_port()
+        self.requests: list[dict[str, Any]] = []
+        self.received_at: list[float] = []
+        self.finished_at: list[float] = []
+        self.lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
+        self._server.stub = self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reply_for(self, body: dict[str, Any], n: int) -> str:
+        last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        return f"stub reply {n} to: {last_user}"
+
+    def __enter__(self) -> OpenAIStub:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,78 @@
+"""Start and signal real ``arq worker.WorkerSettings`` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def worker_env(redis_url: str, prefix: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLANE_")}
+    env.update({"CHATLANE_REDIS_URL": redis_url, "CHATLANE_KEY_PREFIX": prefix, "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+class WorkerProcess:
+    """One worker process; its log goes to ``log_path``."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.cwd = cwd or Path(__file__).resolve().parent.parent
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "arq", "worker.WorkerSettings"],
+            env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        if self.wait(timeout) is None:
+            self.signal(signal.SIGKILL)
+            self.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for(predicate: object, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return False

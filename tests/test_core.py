@@ -1,0 +1,160 @@
+"""G1-G3, G5, G7 with real worker processes on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from redis.asyncio import Redis
+
+from devkit.check import check
+from producer import ChatProducer, InvalidInput, QueueFull, TextTooLong, TurnNotFound, TurnState
+from tests.conftest import Fleet, keys_with_prefix, sid
+
+
+async def test_many_producers_many_sessions_three_workers(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(3, fake_delay_ms=40)
+    sessions = [sid("user") for _ in range(24)]
+    turns_per_session = 6
+    sent: dict[str, list[str]] = {s: [] for s in sessions}
+    locks = {s: asyncio.Lock() for s in sessions}
+
+    async def one_producer(seed: int) -> None:
+        # Each producer sends to random sessions; a per-session lock records the enqueue order
+        # exactly as Redis saw it (the order is what the guarantee is about).
+        rng = random.Random(seed)
+        for _ in range(len(sessions) * turns_per_session // 8):
+            s = rng.choice(sessions)
+            async with locks[s]:
+                st = await producer.enqueue(s, f"message {len(sent[s])} for {s}")
+                sent[s].append(st.turn_id)
+            await asyncio.sleep(rng.random() * 0.01)
+
+    await asyncio.gather(*(one_producer(i) for i in range(8)))
+    total = sum(len(v) for v in sent.values())
+    assert total == len(sessions) * turns_per_session
+    for tids in sent.values():
+        for t in tids:
+            await producer.wait(t, timeout=60)
+
+    report = await check(producer, {s: t for s, t in sent.items() if t})
+    assert report.ok, report.violations
+    assert report.completed == total
+    # Each reply saw exactly the earlier turns of its own session, in order.
+    for s, tids in sent.items():
+        for i, t in enumerate(tids):
+            assert report.statuses[t].reply is not None
+            assert report.statuses[t].reply.startswith(f"Reply #{i + 1} to 'message {i} for {s}'")
+    # Parallelism is real: different sessions generated at the same time.
+    assert report.parallel_pairs > 0
+    assert report.max_concurrency >= 3
+
+
+async def test_duplicate_idempotency_key_returns_same_turn(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(1)
+    s = sid()
+    results = await asyncio.gather(*(producer.submit(s, "pay invoice 42", idempotency_key="req-42") for _ in range(10)))
+    ids = {r.status.turn_id for r in results}
+    assert len(ids) == 1
+    assert sum(r.created for r in results) == 1
+    tid = ids.pop()
+    st = await producer.wait(tid, 20)
+    assert st.state is TurnState.completed
+    again = await producer.submit(s, "pay invoice 42", idempotency_key="req-42")
+    assert again.status.turn_id == tid and not again.created and again.status.state is TurnState.completed
+    history = await producer.history(s)
+    assert [m.type for m in history] == ["human", "ai"]
+    # The same key in another session is another turn.
+    other = await producer.submit(sid(), "pay invoice 42", idempotency_key="req-42")
+    assert other.created and other.status.turn_id != tid
+
+
+async def test_turn_status_fields(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(1)
+    s = sid()
+    first = await producer.enqueue(s, "slow one !delay=1500")
+    second = await producer.enqueue(s, "next")
+    assert (first.position, second.position) == (0, 1)
+    assert first.state is TurnState.queued and first.created_at is not None
+    for _ in range(100):
+        st = await producer.status(first.turn_id)
+        if st.state is TurnState.running:
+            break
+        await asyncio.sleep(0.02)
+    assert st.state is TurnState.running and st.position is None and st.attempts == 1
+    assert (await producer.status(second.turn_id)).position == 1
+    done = await producer.wait(second.turn_id, 20)
+    first_done = await producer.status(first.turn_id)
+    assert done.state is TurnState.completed and first_done.state is TurnState.completed
+    assert first_done.started_at and first_done.finished_at and done.started_at and done.finished_at
+    assert first_done.started_at < first_done.finished_at <= done.started_at < done.finished_at
+    assert done.created_at.tzinfo is not None
+
+
+async def test_status_unknown_turn(producer: ChatProducer) -> None:
+    with pytest.raises(TurnNotFound):
+        await producer.status("0" * 32)
+    with pytest.raises(InvalidInput):
+        await producer.status("not-a-turn-id")
+
+
+async def test_model_fails_then_succeeds_and_always_fails(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(1, max_attempts=3)
+    s = sid()
+    flaky = await producer.enqueue(s, "flaky !fail=2")
+    broken = await producer.enqueue(s, "broken !fail")
+    after = await producer.enqueue(s, "after the broken one")
+    st_flaky = await producer.wait(flaky.turn_id, 20)
+    st_broken = await producer.wait(broken.turn_id, 20)
+    st_after = await producer.wait(after.turn_id, 20)
+    assert st_flaky.state is TurnState.completed and st_flaky.attempts == 3
+    assert st_broken.state is TurnState.failed and st_broken.attempts == 3
+    assert st_broken.error and "injected failure" in st_broken.error
+    assert st_after.state is TurnState.completed
+    history = await producer.history(s)
+    texts = [m.text for m in history if m.type == "human"]
+    assert texts == ["flaky !fail=2", "after the broken one"]
+    # The reply of the last turn saw the flaky turn but not the failed one.
+    assert st_after.reply and "1 earlier message" in st_after.reply
+
+
+async def test_midstream_failure_never_commits_partial_reply(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(1)
+    s = sid()
+    t = await producer.enqueue(s, "half then fail !failmid=1")
+    st = await producer.wait(t.turn_id, 20)
+    assert st.state is TurnState.completed and st.attempts == 2
+    ai = [m for m in await producer.history(s) if m.type == "ai"]
+    assert len(ai) == 1 and ai[0].text == st.reply and st.reply.endswith(".")
+
+
+async def test_bad_input_writes_nothing(producer: ChatProducer, raw_redis: Redis, fleet: Fleet) -> None:
+    s = sid()
+    before = await keys_with_prefix(raw_redis, fleet.prefix)
+    cases = [
+        (s, ""), (s, "   \n"), (s, "x" * (producer.settings.max_text_chars + 1)),
+        ("bad session!", "hi"), ("", "hi"), ("a" * 129, "hi"), ("{tag}", "hi"),
+    ]  # fmt: skip
+    for session_id, text in cases:
+        with pytest.raises(InvalidInput):
+            await producer.enqueue(session_id, text)
+    with pytest.raises(TextTooLong):
+        await producer.enqueue(s, "x" * (producer.settings.max_text_chars + 1))
+    with pytest.raises(InvalidInput):
+        await producer.enqueue(s, "hi", idempotency_key="has space")
+    assert await keys_with_prefix(raw_redis, fleet.prefix) == before
+    assert await raw_redis.zcard(fleet.settings.key_prefix + ":queue") == 0
+
+
+async def test_queue_full_is_atomic_and_writes_nothing(fleet: Fleet, raw_redis: Redis) -> None:
+    settings = fleet.settings.model_copy(update={"max_queued_per_session": 5})
+    async with ChatProducer(settings=settings) as p:
+        s = sid()
+        results = await asyncio.gather(*(p.enqueue(s, f"m{i}") for i in range(12)), return_exceptions=True)
+        accepted = [r for r in results if not isinstance(r, BaseException)]
+        rejected = [r for r in results if isinstance(r, QueueFull)]
+        assert len(accepted) == 5 and len(rejected) == 7
+        turn_keys = [k async for k in raw_redis.scan_iter(match=f"{fleet.prefix}:turn:*")]
+        assert len(turn_keys) == 5
+        assert await raw_redis.llen(fleet.settings.key_prefix + ":{" + s + "}:inbox") == 5
