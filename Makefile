@@ -1,0 +1,28 @@
+# Every target uses the project's own virtualenv; `make setup` creates it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup demo test lint soak bench web worker
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+
+demo:
+	$(PY) -m devkit.demo
+
+test:
+	$(PY) -m pytest -q
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+web:
+	$(VENV)/bin/uvicorn producer.api:app --host 0.0.0.0 --port $${PORT:-8000}
+
+worker:
+	$(VENV)/bin/arq worker.WorkerSettings
