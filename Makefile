@@ -26,3 +26,9 @@ web:
 
 worker:
 	$(VENV)/bin/arq worker.WorkerSettings
+
+soak:
+	$(PY) -m devkit.soak $(SOAK_ARGS)
+
+bench:
+	$(PY) -m bench $(if $(QUICK),--quick,)
