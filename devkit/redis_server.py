@@ -107,14 +107,14 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_for_demo() -> Iterator[str]:
+def redis_for_demo(private: bool = False) -> Iterator[str]:
     """Yield a Redis URL: CHATLANE_REDIS_URL if set, else localhost:6379 if it answers, else a
-    private server that is stopped on exit."""
+    private server that is stopped on exit (always the latter with ``private``)."""
     url = os.environ.get("CHATLANE_REDIS_URL")
-    if url:
+    if url and not private:
         yield url
         return
-    if responds("127.0.0.1", 6379):
+    if not private and responds("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
     with RedisServer() as server:
