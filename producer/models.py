@@ -59,15 +59,14 @@ class TurnStatus(BaseModel):
             reply=reply,
             error=rec.get("error") or None,
             attempts=int(rec.get("attempts", 0)),
-            created_at=ms_to_datetime(rec["created"]),
-            started_at=ms_to_datetime(rec.get("started")),
-            finished_at=ms_to_datetime(rec.get("finished")),
+            created_at=_ms(rec["created"]),
+            started_at=_ms(rec["started"]) if rec.get("started") else None,
+            finished_at=_ms(rec["finished"]) if rec.get("finished") else None,
         )
 
 
-def ms_to_datetime(ms: str | int | None) -> datetime:
-    if ms is None or ms == "":
-        return None  # type: ignore[return-value]
+def _ms(ms: str | int) -> datetime:
+    """Epoch milliseconds (from Redis TIME) to an aware UTC datetime."""
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
 

@@ -24,6 +24,7 @@ from worker.llm import build_model
 
 log = logging.getLogger("chatlane.worker")
 HEARTBEAT_S = 2.0
+WORKER_FORGET_MS = 3600_000
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,13 @@ class Runtime:
     async def heartbeat(self) -> None:
         """Keeps this worker in the ``workers`` ZSET (read by the HTTP API's /readyz)."""
         while True:
+            now_ms = int(time.time() * 1000)
             try:
-                await self.redis.zadd(self.keys.workers, {self.worker_id: int(time.time() * 1000)})
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self.keys.workers, {self.worker_id: now_ms})
+                    # Workers killed without a goodbye would otherwise stay forever.
+                    pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms - WORKER_FORGET_MS)
+                    await pipe.execute()
             except Exception as e:  # keep beating through a Redis outage
                 log.debug("heartbeat failed: %s", e)
             await asyncio.sleep(HEARTBEAT_S)

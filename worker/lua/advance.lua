@@ -70,15 +70,21 @@ while true do
     return {"released"}
   end
   local tk = prefix .. head
-  local attempts = redis.call("HINCRBY", tk, "attempts", 1)
-  if attempts <= max_attempts then
-    redis.call("HSET", tk, "state", "running", "started", now_ms)
-    if attempts > 1 then
-      redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
+  if redis.call("EXISTS", tk) == 0 then
+    -- Its record was deleted by hand: nothing to run. Counted, never silent.
+    redis.call("LPOP", KEYS[2])
+    redis.call("HINCRBY", KEYS[4], "orphan_turns_dropped", 1)
+  else
+    local attempts = redis.call("HINCRBY", tk, "attempts", 1)
+    if attempts <= max_attempts then
+      redis.call("HSET", tk, "state", "running", "started", now_ms)
+      if attempts > 1 then
+        redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
+      end
+      return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
     end
-    return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
+    redis.call("HSET", tk, "attempts", max_attempts)
+    finish(head, "failed", "error",
+      "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)")
   end
-  redis.call("HSET", tk, "attempts", max_attempts)
-  finish(head, "failed", "error",
-    "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)")
 end
