@@ -11,7 +11,7 @@ setup:
 	$(PY) -m pip install --quiet -e '.[dev]'
 
 demo:
-	$(PY) -m devkit.demo
+	$(PY) -m devkit.demo $(ARGS)
 
 test:
 	$(PY) -m pytest -q
