@@ -19,19 +19,25 @@ def worker_env(redis_url: str, prefix: str, extra: Mapping[str, str] | None = No
 
 
 class WorkerProcess:
-    """One worker process; its log goes to ``log_path``."""
+    """One worker process; its log goes to ``log_path``.
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None) -> None:
+    ``app`` is the arq settings class to run: chatlane's by default, the benchmarks' baselines otherwise.
+    """
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None, app: str = "worker.WorkerSettings"
+    ) -> None:
         self.env = dict(env)
         self.log_path = log_path
         self.cwd = cwd or Path(__file__).resolve().parent.parent
+        self.app = app
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arq", "worker.WorkerSettings"],
+            [sys.executable, "-m", "arq", self.app],
             env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
