@@ -7,6 +7,7 @@ from producer.errors import (
     QueueFull,
     RedisUnavailable,
     TextTooLong,
+    TurnNotCancellable,
     TurnNotFound,
     WaitTimeout,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "RedisUnavailable",
     "Settings",
     "TextTooLong",
+    "TurnNotCancellable",
     "TurnNotFound",
     "TurnState",
     "TurnStatus",

@@ -13,7 +13,7 @@ from langchain_core.messages import BaseMessage
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from producer.errors import QueueFull, RedisUnavailable, TurnNotFound, WaitTimeout
+from producer.errors import QueueFull, RedisUnavailable, TurnNotCancellable, TurnNotFound, WaitTimeout
 from producer.history import decode_messages
 from producer.jobs import DrainJob
 from producer.keys import Keys
@@ -69,6 +69,7 @@ class ChatProducer:
         self._own_redis = redis is None
         self.redis = redis if redis is not None else connect(self.settings)
         self._enqueue = register(self.redis, "producer", "enqueue")
+        self._cancel = register(self.redis, "producer", "cancel")
 
     async def __aenter__(self) -> ChatProducer:
         return self
@@ -137,6 +138,23 @@ class ChatProducer:
             int(position),
         )
         return Enqueued(st, created=True, drain_queued=bool(queued))
+
+    async def cancel(self, turn_id: str, reason: str = "cancelled by the client") -> TurnStatus:
+        """Withdraw a queued turn; a running or finished one raises TurnNotCancellable."""
+        validate_turn_id(turn_id)
+        tk = self.keys.turn(turn_id)
+        session_id: str | None = await self._call(lambda: self.redis.hget(tk, "session"))  # type: ignore[arg-type,return-value]
+        if session_id is None:
+            raise TurnNotFound(turn_id)
+        s = self.settings
+        keys = [tk, self.keys.session(session_id).inbox, self.keys.stream(turn_id)]
+        args: list[str | int] = [turn_id, session_id, reason, s.turn_ttl_s * 1000, s.stream_ttl_s * 1000]
+        res = await self._call(lambda: self._cancel(keys=keys, args=args))
+        if res[0] == "missing":
+            raise TurnNotFound(turn_id)
+        if res[0] == "state":
+            raise TurnNotCancellable(turn_id, res[1])
+        return await self.status(turn_id)
 
     # -- reading ---------------------------------------------------------------------------
 

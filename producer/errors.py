@@ -23,6 +23,15 @@ class TurnNotFound(ChatlaneError, LookupError):
         self.turn_id = turn_id
 
 
+class TurnNotCancellable(ChatlaneError):
+    code = "turn_not_cancellable"
+
+    def __init__(self, turn_id: str, state: str) -> None:
+        super().__init__(f"turn {turn_id} is {state}; only queued turns can be cancelled")
+        self.turn_id = turn_id
+        self.state = state
+
+
 class QueueFull(ChatlaneError):
     code = "session_queue_full"
 

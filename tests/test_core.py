@@ -9,7 +9,15 @@ import pytest
 from redis.asyncio import Redis
 
 from devkit.check import check
-from producer import ChatProducer, InvalidInput, QueueFull, TextTooLong, TurnNotFound, TurnState
+from producer import (
+    ChatProducer,
+    InvalidInput,
+    QueueFull,
+    TextTooLong,
+    TurnNotCancellable,
+    TurnNotFound,
+    TurnState,
+)
 from tests.conftest import Fleet, keys_with_prefix, sid
 
 
@@ -158,3 +166,28 @@ async def test_queue_full_is_atomic_and_writes_nothing(fleet: Fleet, raw_redis: 
         turn_keys = [k async for k in raw_redis.scan_iter(match=f"{fleet.prefix}:turn:*")]
         assert len(turn_keys) == 5
         assert await raw_redis.llen(fleet.settings.key_prefix + ":{" + s + "}:inbox") == 5
+
+
+async def test_cancel_queued_turn_only(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(1)
+    s = sid()
+    running = await producer.enqueue(s, "long !delay=1500")
+    doomed = await producer.enqueue(s, "never mind")
+    last = await producer.enqueue(s, "last")
+    for _ in range(100):
+        if (await producer.status(running.turn_id)).state is TurnState.running:
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(TurnNotCancellable):
+        await producer.cancel(running.turn_id)
+    st = await producer.cancel(doomed.turn_id, reason="user withdrew it")
+    assert st.state is TurnState.cancelled and st.error == "user withdrew it" and st.finished_at
+    assert (await producer.status(last.turn_id)).position == 1
+    with pytest.raises(TurnNotCancellable):
+        await producer.cancel(doomed.turn_id)
+    with pytest.raises(TurnNotFound):
+        await producer.cancel("f" * 32)
+    await producer.wait(last.turn_id, 20)
+    report = await check(producer, {s: [running.turn_id, doomed.turn_id, last.turn_id]})
+    assert report.ok and report.completed == 2 and report.cancelled == 1, report.violations
+    assert [m.text for m in await producer.history(s) if m.type == "human"] == ["long !delay=1500", "last"]

@@ -1,4 +1,4 @@
---! use: queue_drain
+--! use: queue_drain clock
 -- enqueue: accept one chat turn for a session, atomically.
 --
 -- KEYS[1] session inbox (LIST)      KEYS[2] session lease (STRING)
@@ -30,8 +30,7 @@ local waiting = redis.call("LLEN", KEYS[1])
 if waiting >= tonumber(ARGV[4]) then
   return {"full", "", 0, waiting, 0}
 end
-local t = redis.call("TIME")
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = redis_now_ms()
 local idem_key = ""
 if ARGV[6] ~= "" then
   redis.call("SET", KEYS[4], ARGV[2])

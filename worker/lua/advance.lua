@@ -1,3 +1,4 @@
+--! use: clock end_turn
 -- advance: the fenced step of a drain. Finishes the head turn (commit or fail) and begins the
 -- next one, in one atomic script, so a busy session costs about one round trip per turn.
 --
@@ -20,29 +21,20 @@
 --   {"stopped"}   ARGV[12] was "stop"
 -- A head turn that has already used all its attempts (each interrupted by a crash or a lost
 -- lease) is failed here instead of being begun again, so a poison turn cannot wedge a session.
--- Stream entries use the fields of producer/stream.py: t=type, a=attempt, s=state.
+-- Stream entries use the fields of producer/stream.py: t=type, a=attempt.
 if redis.call("GET", KEYS[1]) ~= ARGV[1] then
   if ARGV[5] ~= "" then
     redis.call("HINCRBY", KEYS[4], "stale_commits_rejected", 1)
   end
   return {"lost"}
 end
-local t = redis.call("TIME")
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = redis_now_ms()
 local prefix, suffix = ARGV[3], ARGV[4]
 
 local function finish(turn_id, state, field, value)
   local tk = prefix .. turn_id
-  redis.call("HSET", tk, "state", state, field, value, "finished", now_ms)
   redis.call("LPOP", KEYS[2])
-  redis.call("PEXPIRE", tk, ARGV[10])
-  local idem = redis.call("HGET", tk, "idem")
-  if idem and idem ~= "" then
-    redis.call("PEXPIRE", idem, ARGV[10])
-  end
-  local sk = tk .. suffix
-  redis.call("XADD", sk, "*", "t", "end", "s", state)
-  redis.call("PEXPIRE", sk, ARGV[11])
+  end_turn(tk, tk .. suffix, state, field, value, now_ms, ARGV[10], ARGV[11])
 end
 
 if ARGV[5] ~= "" then

@@ -1,0 +1,20 @@
+-- end_turn: library prepended to scripts that end a turn (see scripts.py).
+--
+-- Marks the turn record terminal, starts the retention clocks of the record, its idempotency
+-- key and its token stream, and writes the stream's final entry (fields of producer/stream.py:
+-- t=type, s=state). It does not touch the inbox: callers pop or remove the turn themselves.
+--   turn_key   the turn record (HASH)      stream_key  its token stream
+--   state      "completed" | "failed" | "cancelled"
+--   field, value  "reply"/"error" and its text      now_ms  Redis TIME in ms
+--   turn_ttl_ms, stream_ttl_ms  retention after the end
+local function end_turn(turn_key, stream_key, state, field, value, now_ms, turn_ttl_ms, stream_ttl_ms)
+  redis.call("HSET", turn_key, "state", state, field, value, "finished", now_ms)
+  redis.call("PEXPIRE", turn_key, turn_ttl_ms)
+  local idem = redis.call("HGET", turn_key, "idem")
+  if idem and idem ~= "" then
+    redis.call("PEXPIRE", idem, turn_ttl_ms)
+  end
+  redis.call("XADD", stream_key, "*", "t", "end", "s", state)
+  redis.call("PEXPIRE", stream_key, stream_ttl_ms)
+end
+
