@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     system_prompt: str = "You are a helpful assistant."
     history_max_tokens: int = Field(4000, ge=1)
     model_timeout_s: float = Field(120.0, gt=0)
+
+    # HTTP API: comma-separated bearer keys; empty = no auth (the app warns at start)
+    api_keys: SecretStr = SecretStr("")
 
     # input limits (checked before anything is written)
     max_text_chars: int = Field(32000, ge=1)
@@ -59,6 +62,10 @@ class Settings(BaseSettings):
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError("retry_backoff_max_s must be >= retry_backoff_s")
         return self
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
 
     @property
     def job_timeout_s(self) -> float:
