@@ -3,6 +3,7 @@
 from producer.client import ChatProducer, Enqueued
 from producer.errors import (
     ChatlaneError,
+    IdempotencyConflict,
     InvalidInput,
     QueueFull,
     RedisUnavailable,
@@ -18,6 +19,7 @@ __all__ = [
     "ChatProducer",
     "ChatlaneError",
     "Enqueued",
+    "IdempotencyConflict",
     "InvalidInput",
     "QueueFull",
     "RedisUnavailable",

@@ -13,7 +13,14 @@ from langchain_core.messages import BaseMessage
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from producer.errors import QueueFull, RedisUnavailable, TurnNotCancellable, TurnNotFound, WaitTimeout
+from producer.errors import (
+    IdempotencyConflict,
+    QueueFull,
+    RedisUnavailable,
+    TurnNotCancellable,
+    TurnNotFound,
+    WaitTimeout,
+)
 from producer.history import decode_messages
 from producer.jobs import DrainJob
 from producer.keys import Keys
@@ -131,7 +138,11 @@ class ChatProducer:
         if status == "full":
             raise QueueFull(session_id, self.settings.max_queued_per_session)
         if status == "dup":
-            return Enqueued(await self.status(tid), created=tid == turn_id, drain_queued=False)
+            existing = await self.status(tid)
+            # A turn's text never changes, so comparing after the atomic dedupe is race-free.
+            if idempotency_key and existing.text != text:
+                raise IdempotencyConflict(idempotency_key, tid)
+            return Enqueued(existing, created=tid == turn_id, drain_queued=False)
         st = TurnStatus.from_record(
             tid,
             {"session": session_id, "text": text, "state": "queued", "created": created_ms},

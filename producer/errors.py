@@ -23,6 +23,15 @@ class TurnNotFound(ChatlaneError, LookupError):
         self.turn_id = turn_id
 
 
+class IdempotencyConflict(ChatlaneError):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, turn_id: str) -> None:
+        super().__init__(f"idempotency key {key!r} already names turn {turn_id} with a different text")
+        self.key = key
+        self.turn_id = turn_id
+
+
 class TurnNotCancellable(ChatlaneError):
     code = "turn_not_cancellable"
 

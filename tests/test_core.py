@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from devkit.check import check
 from producer import (
     ChatProducer,
+    IdempotencyConflict,
     InvalidInput,
     QueueFull,
     TextTooLong,
@@ -73,6 +74,9 @@ async def test_duplicate_idempotency_key_returns_same_turn(fleet: Fleet, produce
     assert again.status.turn_id == tid and not again.created and again.status.state is TurnState.completed
     history = await producer.history(s)
     assert [m.type for m in history] == ["human", "ai"]
+    # The same key with another text is a client bug, not a new turn.
+    with pytest.raises(IdempotencyConflict):
+        await producer.submit(s, "pay invoice 43", idempotency_key="req-42")
     # The same key in another session is another turn.
     other = await producer.submit(sid(), "pay invoice 42", idempotency_key="req-42")
     assert other.created and other.status.turn_id != tid
