@@ -258,3 +258,11 @@ class ChatProducer:
         validate_session_id(session_id)
         key = self.keys.session(session_id).history
         return await self._call(lambda: self.redis.llen(key))  # type: ignore[arg-type,return-value]
+
+    async def live_workers(self, within_s: float) -> int:
+        """Workers whose heartbeat (``Keys.workers``, every 2 s) is at most ``within_s`` old.
+
+        Heartbeats carry the worker host's clock; ``within_s`` must cover the skew between hosts.
+        """
+        since_ms = int((time.time() - within_s) * 1000)
+        return await self._call(lambda: self.redis.zcount(self.keys.workers, since_ms, "+inf"))
