@@ -12,9 +12,10 @@ from producer.errors import InvalidInput, TextTooLong
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
+TURN_ID_PATTERN = r"^[0-9a-f]{32}$"
 _SESSION_RE = re.compile(SESSION_ID_PATTERN)
 _IDEM_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
-_TURN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_TURN_ID_RE = re.compile(TURN_ID_PATTERN)
 
 
 class TurnState(StrEnum):
