@@ -25,7 +25,7 @@ web:
 	$(VENV)/bin/uvicorn producer.api:app --host 0.0.0.0 --port $${PORT:-8000}
 
 worker:
-	$(VENV)/bin/arq worker.WorkerSettings
+	$(PY) -m worker
 
 soak:
 	$(PY) -m devkit.soak $(SOAK_ARGS)

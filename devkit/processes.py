@@ -1,4 +1,4 @@
-"""Start and signal real ``arq worker.WorkerSettings`` processes."""
+"""Start and signal real worker processes (``python -m worker``, or plain arq for other settings)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ def worker_env(redis_url: str, prefix: str, extra: Mapping[str, str] | None = No
     return env
 
 
+CHATLANE_APP = "worker.WorkerSettings"
+
+
 class WorkerProcess:
     """One worker process; its log goes to ``log_path``.
 
@@ -25,7 +28,7 @@ class WorkerProcess:
     """
 
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None, app: str = "worker.WorkerSettings"
+        self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None, app: str = CHATLANE_APP
     ) -> None:
         self.env = dict(env)
         self.log_path = log_path
@@ -36,8 +39,10 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        # chatlane's own entry point runs arq's worker so that it survives Redis outages.
+        cmd = ["-m", "worker"] if self.app == CHATLANE_APP else ["-m", "arq", self.app]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arq", self.app],
+            [sys.executable, *cmd],
             env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()

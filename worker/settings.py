@@ -1,4 +1,4 @@
-"""arq ``WorkerSettings``: start a worker with ``arq worker.WorkerSettings``.
+"""arq ``WorkerSettings``: start a worker with ``python -m worker`` (see ``worker.runner``).
 
 Values come from ``producer.Settings`` (env ``CHATLANE_*``) when this module is imported.
 arq reads only the class's own ``__dict__``, so do not subclass it to override; set env vars.
@@ -17,6 +17,7 @@ from producer.jobs import DRAIN, job_deserializer, job_serializer
 from producer.keys import Keys
 from producer.settings import get_settings
 from worker.drain import drain
+from worker.runner import RESILIENT
 from worker.runtime import Runtime
 from worker.sweep import sweep
 
@@ -30,6 +31,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     rt.hook_signals()
     rt.tasks.append(asyncio.create_task(rt.heartbeat()))
     log.info("chatlane worker %s up (model=%s, max_jobs=%d)", rt.worker_id, _s.model, _s.max_jobs)
+    if not ctx.get(RESILIENT):
+        log.warning("started by plain arq: the first Redis outage will end this process; run `python -m worker`")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

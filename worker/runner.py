@@ -1,0 +1,61 @@
+"""The worker process: arq's ``Worker`` made to outlive Redis outages. Run it with ``python -m worker``.
+
+arq's poll loop lets any Redis error escape ``Worker.main``, which ends the process: one Redis
+restart or network blip stops every worker for good (python-arq/arq#435, #498; redis-py's own
+retries do not cover taking a connection from the pool, so ``RedisSettings.retry`` cannot fix
+it). Here a poll iteration that fails for want of Redis is logged and retried with capped
+backoff; running drains meanwhile fail on their own, and what they leave behind (a lease
+nobody renews, a drain job nobody finishes) is what the lease TTL and the sweep recover from.
+Any other error still ends the worker, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.config
+from typing import Any
+
+from arq.logs import default_log_config
+from arq.worker import Worker, get_kwargs
+from redis import exceptions as redis_errors
+
+log = logging.getLogger("chatlane.worker")
+
+# The errors that mean "Redis is not answering right now"; builtin TimeoutError is an OSError.
+REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+# ctx flag the startup hook checks, so a worker started under plain ``arq`` says what it lacks.
+RESILIENT = "chatlane_resilient_worker"
+
+
+class ChatlaneWorker(Worker):
+    backoff_s = 0.1
+    backoff_max_s = 2.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ctx[RESILIENT] = True
+        self._redis_failures = 0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as e:
+            self._redis_failures += 1
+            delay = min(self.backoff_max_s, self.backoff_s * 2 ** (self._redis_failures - 1))
+            # One line per outage at warning level, the retries at debug, so a long outage
+            # does not flood the log.
+            level = logging.WARNING if self._redis_failures == 1 else logging.DEBUG
+            log.log(level, "Redis unavailable (%s: %s); polling again in %.1fs", type(e).__name__, e, delay)
+            await asyncio.sleep(delay)
+            return
+        if self._redis_failures:
+            log.warning("Redis is back after %d failed poll(s); resuming", self._redis_failures)
+            self._redis_failures = 0
+
+
+def main() -> None:
+    from worker.settings import WorkerSettings
+
+    logging.config.dictConfig(default_log_config(verbose=False))
+    ChatlaneWorker(**get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]
