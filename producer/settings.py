@@ -40,8 +40,11 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(0.5, ge=0)
     retry_backoff_max_s: float = Field(10.0, ge=0)
 
-    # lease: a holder renews every ttl/3; a dead holder is replaced after ttl + sweep interval
+    # lease: a holder renews it every renew interval (default ttl/3) and gives it up once no
+    # renewal has succeeded for ttl - interval; a dead holder is replaced within ttl + sweep
+    # interval (+ poll delay). See docs/faults.md for the trade-offs.
     lease_ttl_ms: int = Field(5000, ge=300)
+    lease_renew_interval_ms: int | None = Field(None, ge=50)
     sweep_interval_s: int = Field(1, ge=1, le=60)
 
     # a drain job serves at most this many turns / seconds, then re-enqueues itself
@@ -61,7 +64,14 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError("retry_backoff_max_s must be >= retry_backoff_s")
+        if 2 * self.lease_renew_ms > self.lease_ttl_ms:
+            # At least two renewals per TTL, so one slow or failed renewal does not lose it.
+            raise ValueError("lease_renew_interval_ms must be at most lease_ttl_ms / 2")
         return self
+
+    @property
+    def lease_renew_ms(self) -> int:
+        return self.lease_renew_interval_ms or self.lease_ttl_ms // 3
 
     @property
     def api_key_list(self) -> tuple[str, ...]:

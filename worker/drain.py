@@ -57,7 +57,7 @@ class SessionRunner:
         )
         if got != 1:
             return "busy" if got == 0 else "empty"
-        lease = Lease(rt.redis, rt.scripts.renew, sk, token, s.lease_ttl_ms)
+        lease = Lease(rt.redis, rt.scripts.renew, sk, token, s.lease_ttl_ms, s.lease_renew_ms)
         lease.start()
         try:
             return await self._serve(lease)

@@ -1,4 +1,4 @@
-"""The per-session lease a drain holds: claimed, renewed every ttl/3, and guarding work.
+"""The per-session lease a drain holds: claimed, renewed periodically, and guarding work.
 
 The lease token is also the fencing token: every write a holder makes goes through a script
 that first checks the token (advance.lua, handback.lua), so a holder that lost the lease
@@ -28,12 +28,15 @@ class LeaseLost(Exception):
 
 
 class Lease:
-    def __init__(self, redis: Redis, renew: AsyncScript, keys: SessionKeys, token: str, ttl_ms: int) -> None:
+    def __init__(
+        self, redis: Redis, renew: AsyncScript, keys: SessionKeys, token: str, ttl_ms: int, renew_ms: int
+    ) -> None:
         self.redis = redis
         self._renew = renew
         self.keys = keys
         self.token = token
         self.ttl_ms = ttl_ms
+        self.renew_ms = renew_ms
         self.lost = asyncio.Event()
         # Monotonic time at which we sent the last renewal that succeeded: Redis set the TTL
         # after that, so the lease is ours at least until this + ttl.
@@ -49,17 +52,18 @@ class Lease:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _renew_loop(self) -> None:
-        ttl = self.ttl_ms / 1000
+        ttl, every = self.ttl_ms / 1000, self.renew_ms / 1000
         while True:
-            await asyncio.sleep(ttl / 3)
+            await asyncio.sleep(every)
             sent = time.monotonic()
             try:
-                async with asyncio.timeout(ttl / 3):
+                async with asyncio.timeout(every):
                     ok = await self._renew(keys=[self.keys.lease], args=[self.token, self.ttl_ms])
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError, OSError) as e:
                 # Unknown whether Redis still counts us as holder. Stop before it could have
-                # expired: past that point another worker may legitimately hold it.
-                if time.monotonic() - self._renewed_at > ttl * 2 / 3:
+                # expired: the next renewal would come too late, and past expiry another
+                # worker may legitimately hold it.
+                if time.monotonic() - self._renewed_at > ttl - every:
                     log.warning("lease %s: renewals failing (%s); giving it up", self.keys.lease, e)
                     self.lost.set()
                     return
