@@ -29,11 +29,19 @@ class LeaseLost(Exception):
 
 class Lease:
     def __init__(
-        self, redis: Redis, renew: AsyncScript, keys: SessionKeys, token: str, ttl_ms: int, renew_ms: int
+        self,
+        redis: Redis,
+        renew: AsyncScript,
+        keys: SessionKeys,
+        token: str,
+        ttl_ms: int,
+        renew_ms: int,
+        stats_key: str,
     ) -> None:
         self.redis = redis
         self._renew = renew
         self.keys = keys
+        self.stats_key = stats_key
         self.token = token
         self.ttl_ms = ttl_ms
         self.renew_ms = renew_ms
@@ -58,7 +66,7 @@ class Lease:
             sent = time.monotonic()
             try:
                 async with asyncio.timeout(every):
-                    ok = await self._renew(keys=[self.keys.lease], args=[self.token, self.ttl_ms])
+                    ok = await self._renew(keys=[self.keys.lease, self.stats_key], args=[self.token, self.ttl_ms])
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError, OSError) as e:
                 # Unknown whether Redis still counts us as holder. Stop before it could have
                 # expired: the next renewal would come too late, and past expiry another
