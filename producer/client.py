@@ -51,12 +51,12 @@ class Enqueued:
 
 
 def connect(settings: Settings) -> Redis:
-    """A client that fails fast when Redis is unreachable instead of hanging."""
+    """A client that fails fast when Redis is unreachable or hung instead of waiting on it."""
     redis: Redis = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0 + _BLOCK_MS / 1000,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s + _BLOCK_MS / 1000,
         health_check_interval=30,
     )
     return redis
@@ -128,9 +128,11 @@ class ChatProducer:
         async def run() -> list[Any]:
             try:
                 return await self._enqueue(keys=keys, args=argv)  # type: ignore[no-any-return]
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+            except redis_errors.ConnectionError:
                 # The script may have run before the connection broke. Retrying with the same
-                # turn id is safe: the script answers "dup" if the turn record exists.
+                # turn id is safe: the script answers "dup" if the turn record exists. Not
+                # after a timeout: Redis is not answering, and a second wait is not failing fast
+                # (the caller retries with its idempotency key to stay exactly-once).
                 await asyncio.sleep(0.1)
                 return await self._enqueue(keys=keys, args=argv)  # type: ignore[no-any-return]
 

@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
 
     redis_url: str = DEFAULT_REDIS_URL
+    # How long a client waits to connect to Redis, and for one command's answer (a blocking
+    # stream read adds its block time), before the call fails with RedisUnavailable.
+    redis_timeout_s: float = Field(2.0, gt=0)
     key_prefix: str = Field("chatlane", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     # model
