@@ -53,6 +53,17 @@ class ChatlaneWorker(Worker):
             log.warning("Redis is back after %d failed poll(s); resuming", self._redis_failures)
             self._redis_failures = 0
 
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except REDIS_DOWN:
+            # arq takes a job slot (semaphore + counter) before its Redis round trips for the
+            # job, and gives it back only on the errors it expects: a connection error there
+            # would leak the slot for good, and enough outages would leave no slot to run on.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
+
 
 def main() -> None:
     from worker.settings import WorkerSettings
