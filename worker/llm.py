@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import add_ai_message_chunks
 
 from producer.settings import Settings
 from worker.fake_model import FakeChatModel, generation
@@ -38,15 +39,18 @@ async def stream_reply(
     """Stream one generation, handing each text chunk to ``on_chunk``; returns the whole reply."""
     token = generation.set((turn_id, attempt))
     try:
-        total: AIMessageChunk | None = None
+        chunks: list[AIMessageChunk] = []
         async for chunk in model.astream(messages):
-            total = chunk if total is None else total + chunk
+            chunks.append(chunk)
             if chunk.text:
                 res = on_chunk(chunk.text)
                 if res is not None:
                     await res
     finally:
         generation.reset(token)
-    if total is None:
+    if not chunks:
         return AIMessage(content="")
+    # One merge at the end: adding chunk by chunk builds a new message per chunk (~10 % of a
+    # worker's CPU with a fast model, bench B1 profile).
+    total = add_ai_message_chunks(chunks[0], *chunks[1:])
     return AIMessage(content=total.content, usage_metadata=total.usage_metadata)
