@@ -1,7 +1,7 @@
 """Token stream entries of a turn (a Redis Stream per turn, replayable from any id).
 
 Entries, in order:
-- ``chunk``: ``a`` attempt number, ``d`` text of one model chunk;
+- ``chunk``: ``a`` attempt number, ``d`` text of one or more consecutive model chunks;
 - ``reset``: attempt ``a`` starts over (a retry): discard the chunks received so far;
   chunks of an older attempt that arrive later (from a worker that lost its lease and has
   not noticed yet) are to be ignored: see ``Replay``;
