@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from producer.history import encode_message, turn_messages
 from producer.jobs import DrainJob
 from producer.keys import SessionKeys
-from worker.history import load_window, trim
+from worker.history import load_window
 from worker.lease import Lease, LeaseLost
 from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
@@ -81,7 +81,7 @@ class SessionRunner:
         started, served = time.monotonic(), 0
         step = await self._advance(lease, None, begin=True)
         while isinstance(step, Turn):
-            outcome = await self._run_turn(lease, window, step)
+            outcome = await self._run_turn(lease, window.messages, step)
             served += 1
             more = (
                 served < s.drain_max_turns
@@ -90,7 +90,7 @@ class SessionRunner:
             )
             step = await self._advance(lease, (step, outcome), begin=more)
             if outcome.messages:
-                window = trim([*window, *outcome.messages], s.history_max_tokens)
+                window.extend(outcome.messages)
         if step == "stopped":
             await self._handback(lease)
             return f"handed back after {served} turn(s)"
