@@ -1,0 +1,190 @@
+"""The HTTP API: enqueue turns, poll or stream them, read histories. Serve ``producer.api:app``.
+
+Every ``/v1`` route wants ``Authorization: Bearer <key>`` when CHATLANE_API_KEYS is set.
+Probes: ``/healthz`` (the process answers) and ``/readyz`` (Redis answers and a worker sent a
+heartbeat in the last ``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, docs at /docs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from producer.api_errors import error_response, error_responses, install_error_handlers
+from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
+from producer.api_schemas import Health, Message, MessagePage, Ready, TurnRequest
+from producer.client import ChatProducer
+from producer.history import turn_id_of
+from producer.models import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus
+from producer.settings import Settings, get_settings
+from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
+
+log = logging.getLogger("chatlane.api")
+
+# Workers beat every 2 s (worker/runtime.py); five missed beats mean none is alive.
+READY_HEARTBEAT_S = 10.0
+KEEPALIVE_S = 15.0
+MAX_PAGE = 1000
+_ROLES: dict[str, Literal["user", "assistant"]] = {"human": "user", "ai": "assistant"}
+
+_LOCATION = {"Location": {"description": "the turn's URL, /v1/turns/{turn_id}", "schema": {"type": "string"}}}
+
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="letters, digits and . _ : -; 1-128")]
+TurnId = Annotated[str, Path(pattern=TURN_ID_PATTERN, description="as returned by the enqueue call")]
+
+
+async def producer_of(request: Request) -> ChatProducer:
+    # async: FastAPI would run a plain def in its thread pool, a thread hop per request.
+    producer: ChatProducer = request.app.state.producer
+    return producer
+
+
+Producer = Annotated[ChatProducer, Depends(producer_of)]
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+def v1_router(auth: bool) -> APIRouter:
+    common = error_responses(401, 503) if auth else error_responses(503)
+    v1 = APIRouter(prefix=API_PREFIX, responses=common)
+
+    @v1.post(
+        "/sessions/{session_id}/turns",
+        status_code=202,
+        summary="Enqueue a chat turn",
+        responses={
+            200: {
+                "model": TurnStatus,
+                "description": "an idempotent repeat: the turn this key already names",
+                "headers": _LOCATION,
+            },
+            202: {"description": "accepted", "headers": _LOCATION},
+            **error_responses(409, 413, 422, 429),
+        },
+    )
+    async def enqueue_turn(
+        session_id: SessionId, body: TurnRequest, response: Response, producer: Producer
+    ) -> TurnStatus:
+        enq = await producer.submit(session_id, body.text, body.idempotency_key)
+        response.status_code = 202 if enq.created else 200
+        response.headers["Location"] = f"{API_PREFIX}/turns/{enq.status.turn_id}"
+        return enq.status
+
+    @v1.get("/turns/{turn_id}", summary="A turn's status", responses=error_responses(404, 422))
+    async def get_turn(turn_id: TurnId, producer: Producer) -> TurnStatus:
+        """While the turn runs, `reply` holds the text generated so far."""
+        return await producer.status(turn_id)
+
+    @v1.get(
+        "/turns/{turn_id}/stream",
+        summary="Stream a turn's tokens (Server-Sent Events)",
+        response_class=EventStreamResponse,
+        responses={
+            200: {
+                "description": "events `chunk` {text, attempt}, `reset` {attempt}, `end` (final TurnStatus), "
+                "`error` {code, message}; `id:` is resumable with Last-Event-ID",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **error_responses(*((401, 404, 422, 503) if auth else (404, 422, 503)), by_ref=True),
+        },
+    )
+    async def stream_turn(
+        request: Request,
+        turn_id: TurnId,
+        producer: Producer,
+        last_event_id: Annotated[
+            str, Header(alias="Last-Event-ID", pattern=LAST_EVENT_ID_PATTERN, description="resume after this event")
+        ] = "",
+    ) -> EventStreamResponse:
+        """Replays from the start (or after Last-Event-ID), then follows live until the turn ends."""
+        await producer.status(turn_id)  # 404 as JSON before the stream starts
+        frames = turn_events(producer, turn_id, last_event_id, request.app.state.keepalive_s)
+        # X-Accel-Buffering: nginx would otherwise hold chunks back.
+        return EventStreamResponse(frames, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @v1.get("/sessions/{session_id}/messages", summary="A session's history", responses=error_responses(422))
+    async def list_messages(
+        session_id: SessionId,
+        producer: Producer,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="messages per page")] = 50,
+        before: Annotated[int | None, Query(ge=0, description="only messages with index < before")] = None,
+    ) -> MessagePage:
+        """The newest `limit` messages (before `before`), oldest first; page back with `next_before`."""
+        total = await producer.history_length(session_id)
+        end = total if before is None else min(before, total)
+        # Indexes are stable: the history only grows at its end.
+        page = await producer.history_page(session_id, limit, before=end)
+        start = end - len(page)
+        messages = [
+            Message(index=start + i, role=_ROLES[m.type], content=m.text, turn_id=turn_id_of(m))
+            for i, m in enumerate(page)
+        ]
+        return MessagePage(
+            session_id=session_id, total=total, messages=messages, next_before=start if start > 0 else None
+        )
+
+    return v1
+
+
+probes = APIRouter(tags=["probes"])
+
+
+@probes.get("/healthz", summary="The process is up")
+async def healthz() -> Health:
+    return Health()
+
+
+@probes.get(
+    "/readyz",
+    summary="Redis answers and a worker is alive",
+    responses=error_responses(
+        503, describe={503: "Redis is unreachable (`redis_unavailable`) or no worker is alive (`no_workers`)"}
+    ),
+    response_model=Ready,
+)
+async def readyz(producer: Producer) -> Ready | Response:
+    workers = await producer.live_workers(READY_HEARTBEAT_S)
+    if workers == 0:
+        return error_response(
+            503, "no_workers", f"Redis answers, but no worker sent a heartbeat in the last {READY_HEARTBEAT_S:g}s"
+        )
+    return Ready(workers=workers)
+
+
+def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALIVE_S) -> FastAPI:
+    s = settings or get_settings()
+    keys = s.api_key_list
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not keys:
+            log.warning("CHATLANE_API_KEYS is not set: the /v1 API accepts requests from anyone who can reach it")
+        async with ChatProducer(settings=s) as producer:
+            app.state.producer = producer
+            yield
+
+    app = FastAPI(
+        title="chatlane",
+        summary="Enqueue LLM chat turns per session; poll or stream them.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.keepalive_s = keepalive_s
+    install_error_handlers(app)
+    app.include_router(v1_router(auth=bool(keys)))
+    app.include_router(probes)
+    app.add_middleware(BodyLimit, max_bytes=body_limit_bytes(s.max_text_chars))
+    app.add_middleware(BearerAuth, keys=keys)  # added last = runs first
+    if keys:
+        document_bearer(app)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,151 @@
+"""Error bodies of the HTTP API: every failure is JSON ``{"code", "message"}`` with a stable code.
+
+Codes of the core exceptions come from ``producer.errors`` (their ``.code``); the HTTP layer adds
+``unauthorized``, ``body_too_large``, ``not_found``, ``method_not_allowed``, ``no_workers`` and
+``internal_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from producer.errors import (
+    ChatlaneError,
+    IdempotencyConflict,
+    InvalidInput,
+    QueueFull,
+    RedisUnavailable,
+    TextTooLong,
+    TurnNotCancellable,
+    TurnNotFound,
+    WaitTimeout,
+)
+
+log = logging.getLogger("chatlane.api")
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(description="where the problem is, e.g. ['body', 'text']")
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine-readable error code")
+    message: str = Field(description="human-readable explanation")
+    detail: list[ErrorDetail] | None = Field(None, description="per-field problems (code invalid_input)")
+
+
+# First match wins, so subclasses come before their bases.
+_STATUS: tuple[tuple[type[ChatlaneError], int], ...] = (
+    (TextTooLong, 413),
+    (InvalidInput, 422),
+    (TurnNotFound, 404),
+    (IdempotencyConflict, 409),
+    (TurnNotCancellable, 409),
+    (QueueFull, 429),
+    (RedisUnavailable, 503),
+    (WaitTimeout, 504),
+)
+# Seconds a client should wait before retrying; the queue drains at model speed, Redis
+# outages are usually restarts.
+RETRY_AFTER = {429: "1", 503: "2"}
+_HTTP_CODES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+_DESCRIPTIONS = {
+    401: "missing or wrong `Authorization: Bearer <key>` (only when CHATLANE_API_KEYS is set)",
+    404: "unknown turn (or expired after it ended), or unknown route",
+    409: "the idempotency key already names a turn with a different text",
+    413: "body larger than the cap (`body_too_large`) or text longer than CHATLANE_MAX_TEXT_CHARS (`text_too_long`)",
+    422: "invalid input (`invalid_input`): see `detail`",
+    429: "the session already has CHATLANE_MAX_QUEUED_PER_SESSION waiting turns (`session_queue_full`)",
+    503: "Redis is unreachable (`redis_unavailable`)",
+}
+
+
+def error_responses(
+    *statuses: int, describe: Mapping[int, str] | None = None, by_ref: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the given error statuses.
+
+    ``by_ref`` is for routes whose own media type is not JSON (the SSE stream): FastAPI files a
+    ``model`` under the route's media type, so those routes reference the schema as JSON instead.
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        text = (describe or {}).get(status) or _DESCRIPTIONS[status]
+        entry: dict[str, Any] = {"description": text}
+        if by_ref:
+            entry["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        else:
+            entry["model"] = ErrorBody
+        if status in RETRY_AFTER:
+            entry["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+        out[status] = entry
+    return out
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    detail: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, detail=[ErrorDetail(**d) for d in detail] if detail else None)
+    all_headers = dict(headers or {})
+    if status in RETRY_AFTER:
+        all_headers.setdefault("Retry-After", RETRY_AFTER[status])
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=all_headers)
+
+
+def status_of(exc: ChatlaneError) -> int:
+    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def chatlane_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ChatlaneError)
+        return error_response(status_of(exc), exc.code, str(exc))
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # Only loc/msg/type: "input" would echo the whole (possibly huge) body back.
+        detail = [
+            {"loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in jsonable_encoder(exc.errors())
+        ]
+        return error_response(422, InvalidInput.code, "the request is not valid", detail=detail)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:
+            # FastAPI answers 400 for a body it cannot decode (not UTF-8); to a client that is
+            # the same mistake as malformed JSON, which is 422 invalid_input.
+            return error_response(422, InvalidInput.code, f"the request body is not valid JSON: {exc.detail}")
+        code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "internal error; see the server log")
+
+    app.add_exception_handler(ChatlaneError, chatlane_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
