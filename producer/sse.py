@@ -44,10 +44,15 @@ def entry_id(value: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+# JSON leaves these unescaped, but many line readers (Python's splitlines, httpx's aiter_lines)
+# end a line at them; they can only occur inside JSON strings, where the escapes mean the same.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def frame(event: str, data: str, event_id: str | None = None) -> str:
-    # data is one line of JSON: json.dumps escapes newlines, so no multi-line data fields.
+    """One SSE event; ``data`` is JSON, so one line (JSON escapes CR and LF)."""
     head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {data}\n\n"
+    return f"{head}event: {event}\ndata: {data.translate(_LINE_BREAKS)}\n\n"
 
 
 async def turn_events(

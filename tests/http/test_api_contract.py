@@ -164,8 +164,10 @@ async def test_idempotency_key_returns_the_same_turn(serve: Callable[..., Api], 
 
 async def test_stream_follows_the_latest_attempt_across_a_resume(serve: Callable[..., Api], raw_redis: Redis) -> None:
     """A chunk of an older attempt that lands after a reset (a worker that lost its lease and has
-    not noticed yet) is never sent, also not to a client that resumes after the reset."""
+    not noticed yet) is never sent, also not to a client that resumes after the reset. Text with
+    U+2028 or U+0085 arrives intact through a reader that splits lines like str.splitlines()."""
     api = serve()
+    new = "new\u2028text\x85that splitlines() would cut"  # line breaks only to naive line readers
     async with client(api) as h:
         tid = (await h.post(TURN.format(sid()), json={"text": "hi"})).json()["turn_id"]
         keys = Keys(api.prefix)
@@ -174,9 +176,9 @@ async def test_stream_follows_the_latest_attempt_across_a_resume(serve: Callable
             await raw_redis.xadd(stream, chunk_fields(1, "old ")),  # type: ignore[arg-type]
             await raw_redis.xadd(stream, {"t": EventType.reset.value, "a": 2}),
             await raw_redis.xadd(stream, chunk_fields(1, "stale ")),  # type: ignore[arg-type]
-            await raw_redis.xadd(stream, chunk_fields(2, "new")),  # type: ignore[arg-type]
+            await raw_redis.xadd(stream, chunk_fields(2, new)),  # type: ignore[arg-type]
         ]
-        await raw_redis.hset(keys.turn(tid), mapping={"state": "completed", "reply": "new", "attempts": 2})
+        await raw_redis.hset(keys.turn(tid), mapping={"state": "completed", "reply": new, "attempts": 2})
         await raw_redis.xadd(stream, {"t": EventType.end.value, "s": "completed"})
 
         async def events(last: str | None = None) -> list[tuple[str, str, str | None]]:
@@ -189,9 +191,9 @@ async def test_stream_follows_the_latest_attempt_across_a_resume(serve: Callable
         assert [(e, json.loads(d).get("text"), i) for e, d, i in full[:-1]] == [
             ("chunk", "old ", ids[0]),
             ("reset", None, ids[1]),
-            ("chunk", "new", ids[3]),
+            ("chunk", new, ids[3]),
         ]
-        assert full[-1][0] == "end" and json.loads(full[-1][1])["reply"] == "new"
+        assert full[-1][0] == "end" and json.loads(full[-1][1])["reply"] == new
         resumed = await events(last=ids[1])
         assert [(e, i) for e, _, i in resumed[:-1]] == [("chunk", ids[3])] and resumed[-1][0] == "end"
         # A client that already saw the end gets it again, and nothing else.
