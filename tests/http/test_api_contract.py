@@ -154,6 +154,11 @@ async def test_idempotency_key_returns_the_same_turn(serve: Callable[..., Api], 
         assert {r.headers["location"] for r in responses} == {f"/v1/turns/{tid}"}
         assert (await h.get(f"/v1/turns/{tid}")).json()["text"] == body["text"]
         assert await raw_redis.llen(Keys(api.prefix).session(s).inbox) == 1
+        # A repeat writes nothing.
+        before = await keys_with_prefix(raw_redis, api.prefix)
+        repeat = await h.post(TURN.format(s), json=body)
+        assert (repeat.status_code, repeat.json()["turn_id"]) == (200, tid)
+        assert await keys_with_prefix(raw_redis, api.prefix) == before
         # The same key with another text is a conflict, not a silent second turn.
         await rejected(raw_redis, api, lambda: h.post(TURN.format(s), json={**body, "text": "other"}), 409,
                        "idempotency_conflict")  # fmt: skip
