@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     lease_renew_interval_ms: int | None = Field(None, ge=50)
     sweep_interval_s: int = Field(1, ge=1, le=60)
 
-    # a drain job serves at most this many turns / seconds, then re-enqueues itself
+    # a drain job re-enqueues itself after this many seconds, and after this many turns if other
+    # drain jobs wait for a slot (with none waiting it keeps the session: no poll-delay gap)
     drain_max_turns: int = Field(16, ge=1)
     drain_max_seconds: float = Field(60.0, gt=0)
 
