@@ -8,6 +8,7 @@ cannot write even if it has not noticed yet. Noticing early only saves wasted mo
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable
@@ -72,7 +73,7 @@ class Lease:
                 # expired: the next renewal would come too late, and past expiry another
                 # worker may legitimately hold it.
                 if time.monotonic() - self._renewed_at > ttl - every:
-                    log.warning("lease %s: renewals failing (%s); giving it up", self.keys.lease, e)
+                    log.warning("lease %s: renewals failing (%r); giving it up", self.keys.lease, e)
                     self.lost.set()
                     return
                 continue
@@ -88,6 +89,8 @@ class Lease:
 
     async def guard(self, aw: Awaitable[T]) -> T:
         """Await ``aw``, cancelling it and raising LeaseLost as soon as the lease is lost."""
+        if self.lost.is_set() and inspect.iscoroutine(aw):
+            aw.close()  # it will never start; closing it spares a "never awaited" warning
         self.check()
         work = asyncio.ensure_future(aw)
         lost = asyncio.ensure_future(self.lost.wait())
