@@ -99,10 +99,11 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]]) -> Report:
             r.out_of_order += 1
             r.violations.append(f"{session_id}: history order differs from enqueue order")
 
+        # A failed turn's last attempt held the session too, so it counts for G1.
         done = sorted(
             (st.started_at, st.finished_at, session_id)
             for st in statuses
-            if st.state is TurnState.completed and st.started_at and st.finished_at
+            if st.state in (TurnState.completed, TurnState.failed) and st.started_at and st.finished_at
         )
         for (_s1, f1, _), (s2, _f2, _) in itertools.pairwise(done):
             if s2 < f1:
