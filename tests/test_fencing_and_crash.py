@@ -31,9 +31,12 @@ async def test_stale_token_cannot_commit(fleet: Fleet, producer: ChatProducer, r
     keys, sk = producer.keys, producer.keys.session(s)
     claim, advance = register(raw_redis, "worker", "claim"), register(raw_redis, "worker", "advance")
     job_id = await raw_redis.get(sk.drain)
-    ok, token = await claim(keys=[sk.lease, sk.fence, sk.inbox, sk.drain, keys.pending, keys.queue],
-                            args=[s, "old", 10_000, job_id])  # fmt: skip
-    assert ok == 1
+    ok, token, began, tail = await claim(
+        keys=[sk.lease, sk.fence, sk.inbox, sk.drain, keys.pending, keys.queue, keys.stats, sk.history],
+        args=[s, "old", 10_000, job_id, keys.turn_prefix, keys.stream_suffix, 3, 60_000, 60_000, 32],
+    )
+    assert ok == 1 and tail == []
+    assert began[0] == "turn" and began[1] == t.turn_id
 
     def advance_args(tok: str, finish: str) -> list[object]:
         user, ai = (encode_message(m) for m in turn_messages(t.turn_id, "hello", AIMessage("hi")))
@@ -41,8 +44,6 @@ async def test_stale_token_cannot_commit(fleet: Fleet, producer: ChatProducer, r
                 60_000, 60_000, "begin", 3, s]  # fmt: skip
 
     akeys = [sk.lease, sk.inbox, sk.history, keys.stats, keys.pending]
-    began = await advance(keys=akeys, args=advance_args(token, ""))
-    assert began[0] == "turn" and began[1] == t.turn_id
     # Another holder takes over (the old one was paused past its TTL).
     await raw_redis.set(sk.lease, "99:new-holder", px=10_000)
     res = await advance(keys=akeys, args=advance_args(token, t.turn_id))

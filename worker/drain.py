@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from producer.history import encode_message, turn_messages
 from producer.jobs import DrainJob
 from producer.keys import SessionKeys
-from worker.history import load_window
+from worker.history import FIRST_BATCH, load_window
 from worker.lease import Lease, LeaseLost
 from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
@@ -51,16 +51,18 @@ class SessionRunner:
 
     async def run(self) -> str:
         rt, sk, s = self.rt, self.sk, self.rt.settings
-        got, token = await rt.scripts.claim(
-            keys=[sk.lease, sk.fence, sk.inbox, sk.drain, rt.keys.pending, rt.keys.queue],
-            args=[self.session_id, rt.worker_id, s.lease_ttl_ms, self.job_id],
-        )
+        res = await rt.scripts.claim(
+            keys=[sk.lease, sk.fence, sk.inbox, sk.drain, rt.keys.pending, rt.keys.queue, rt.keys.stats, sk.history],
+            args=[self.session_id, rt.worker_id, s.lease_ttl_ms, self.job_id, rt.keys.turn_prefix,
+                  rt.keys.stream_suffix, s.max_attempts, s.turn_ttl_s * 1000, s.stream_ttl_s * 1000, FIRST_BATCH],
+        )  # fmt: skip
+        got, token = res[0], res[1]
         if got != 1:
             return "busy" if got == 0 else "empty"
         lease = Lease(rt.redis, rt.scripts.renew, sk, token, s.lease_ttl_ms, s.lease_renew_ms, rt.keys.stats)
         lease.start()
         try:
-            return await self._serve(lease)
+            return await self._serve(lease, self._step(lease, res[2]), res[3])
         except LeaseLost:
             log.warning("session %s: lease lost; the next holder re-runs the head turn", self.session_id)
             return "lease lost"
@@ -75,11 +77,11 @@ class SessionRunner:
         finally:
             await lease.stop()
 
-    async def _serve(self, lease: Lease) -> str:
+    async def _serve(self, lease: Lease, step: Turn | str, tail: list[str]) -> str:
+        """Serve turns from ``step`` (begun by claim.lua), with the window that ends in ``tail``."""
         s = self.rt.settings
-        window = await lease.guard(load_window(self.rt.redis, self.sk.history, s.history_max_tokens))
+        window = await lease.guard(load_window(self.rt.redis, self.sk.history, s.history_max_tokens, tail))
         started, served, budget = time.monotonic(), 0, s.drain_max_turns
-        step = await self._advance(lease, None, begin=True)
         while isinstance(step, Turn):
             outcome = await self._run_turn(lease, window.messages, step)
             served += 1
@@ -171,6 +173,10 @@ class SessionRunner:
                 self.session_id,
             ],
         )
+        return self._step(lease, res)
+
+    def _step(self, lease: Lease, res: list[Any]) -> Turn | str:
+        """The turn a script began, or what it did instead ("released", "stopped")."""
         kind = res[0]
         if kind == "lost":
             lease.lost.set()

@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 
 from producer.history import decode_messages
 
-_FIRST_BATCH = 32
+# History entries read first; claim.lua returns them together with the lease.
+FIRST_BATCH = 32
 
 
 class Window:
@@ -49,17 +50,20 @@ class Window:
             self._tokens -= self._items.popleft()[1]
 
 
-async def load_window(redis: Redis, key: str, max_tokens: int) -> Window:
+async def load_window(redis: Redis, key: str, max_tokens: int, newest: list[str] | None = None) -> Window:
     """Read the history from its end, in growing batches, until the budget is covered.
 
-    Messages are decoded newest first and only while they fit, so the cost depends on the window,
-    not on the length of the history (decoding everything a batch read was 1.3× the turn latency
-    with a long history, bench B5).
+    ``newest``: the last ``FIRST_BATCH`` entries, if the caller has them already. Messages are
+    decoded newest first and only while they fit, so the cost depends on the window, not on the
+    length of the history (decoding everything a batch read was 1.3× the turn latency with a
+    long history, bench B5).
     """
     newest_first: list[tuple[BaseMessage, int]] = []
-    tokens, loaded, batch = 0, 0, _FIRST_BATCH
+    tokens, loaded, batch = 0, 0, FIRST_BATCH
+    raw = newest
     while True:
-        raw = await redis.lrange(key, -(loaded + batch), -(loaded + 1))  # type: ignore[misc]
+        if raw is None:
+            raw = await redis.lrange(key, -(loaded + batch), -(loaded + 1))  # type: ignore[misc]
         for entry in reversed(raw):
             (msg,) = decode_messages([entry])
             n = count_tokens_approximately([msg])
@@ -71,3 +75,4 @@ async def load_window(redis: Redis, key: str, max_tokens: int) -> Window:
             return Window(max_tokens, reversed(newest_first))
         loaded += len(raw)
         batch *= 4
+        raw = None

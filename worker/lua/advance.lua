@@ -1,4 +1,4 @@
---! use: clock end_turn
+--! use: clock end_turn begin_head
 -- advance: the fenced step of a drain. Finishes the head turn (commit or fail) and begins the
 -- next one, in one atomic script, so a busy session costs about one round trip per turn.
 --
@@ -19,9 +19,7 @@
 --   {"turn", id, text, attempts, started_ms}   the next turn is now running (attempt counted)
 --   {"released"}  the inbox is empty: lease deleted, session left the pending set
 --   {"stopped"}   ARGV[12] was "stop"
--- A head turn that has already used all its attempts (each interrupted by a crash or a lost
--- lease) is failed here instead of being begun again, so a poison turn cannot wedge a session.
--- Stream entries use the fields of producer/stream.py: t=type, a=attempt.
+-- Beginning the next turn is begin_head's (producer/lua/begin_head.lua), shared with claim.lua.
 if redis.call("GET", KEYS[1]) ~= ARGV[1] then
   if ARGV[5] ~= "" then
     redis.call("HINCRBY", KEYS[4], "stale_commits_rejected", 1)
@@ -53,30 +51,5 @@ redis.call("PEXPIRE", KEYS[1], ARGV[2])
 if ARGV[12] == "stop" then
   return {"stopped"}
 end
-local max_attempts = tonumber(ARGV[13])
-while true do
-  local head = redis.call("LINDEX", KEYS[2], 0)
-  if not head then
-    redis.call("DEL", KEYS[1])
-    redis.call("SREM", KEYS[5], ARGV[14])
-    return {"released"}
-  end
-  local tk = prefix .. head
-  if redis.call("EXISTS", tk) == 0 then
-    -- Its record was deleted by hand: nothing to run. Counted, never silent.
-    redis.call("LPOP", KEYS[2])
-    redis.call("HINCRBY", KEYS[4], "orphan_turns_dropped", 1)
-  else
-    local attempts = redis.call("HINCRBY", tk, "attempts", 1)
-    if attempts <= max_attempts then
-      redis.call("HSET", tk, "state", "running", "started", now_ms)
-      if attempts > 1 then
-        redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
-      end
-      return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
-    end
-    redis.call("HSET", tk, "attempts", max_attempts)
-    finish(head, "failed", "error",
-      "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)")
-  end
-end
+return begin_head(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[14], prefix, suffix, tonumber(ARGV[13]), now_ms,
+  ARGV[10], ARGV[11])

@@ -1,0 +1,43 @@
+-- begin_head: library prepended to the scripts that start a session's next turn, claim.lua and
+-- advance.lua (see scripts.py). Needs the clock and end_turn libraries before it.
+--
+-- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
+-- {"turn", id, text, attempts, started_ms}. With the inbox empty it releases the lease, takes
+-- the session out of the pending set and returns {"released"}. On the way it drops (and counts)
+-- a head whose record was deleted by hand, and fails a head that has already used all its
+-- attempts (each interrupted by a crash or a lost lease), so a poison turn cannot wedge a session.
+--   lease_key, inbox_key, stats_key, pending_key, session_id
+--   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
+--   turn_ttl_ms, stream_ttl_ms   retention of a turn failed here
+-- Stream entries use the fields of producer/stream.py: t=type, a=attempt.
+local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix,
+                          max_attempts, now_ms, turn_ttl_ms, stream_ttl_ms)
+  while true do
+    local head = redis.call("LINDEX", inbox_key, 0)
+    if not head then
+      redis.call("DEL", lease_key)
+      redis.call("SREM", pending_key, session_id)
+      return {"released"}
+    end
+    local tk = prefix .. head
+    if redis.call("EXISTS", tk) == 0 then
+      -- Its record was deleted by hand: nothing to run. Counted, never silent.
+      redis.call("LPOP", inbox_key)
+      redis.call("HINCRBY", stats_key, "orphan_turns_dropped", 1)
+    else
+      local attempts = redis.call("HINCRBY", tk, "attempts", 1)
+      if attempts <= max_attempts then
+        redis.call("HSET", tk, "state", "running", "started", now_ms)
+        if attempts > 1 then
+          redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
+        end
+        return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
+      end
+      redis.call("HSET", tk, "attempts", max_attempts)
+      redis.call("LPOP", inbox_key)
+      end_turn(tk, tk .. suffix, "failed", "error",
+        "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)",
+        now_ms, turn_ttl_ms, stream_ttl_ms)
+    end
+  end
+end
