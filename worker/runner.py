@@ -12,6 +12,7 @@ Any other error still ends the worker, as before.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import logging.config
 from typing import Any
@@ -26,6 +27,7 @@ log = logging.getLogger("chatlane.worker")
 REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 # ctx flag the startup hook checks, so a worker started under plain ``arq`` says what it lacks.
 RESILIENT = "chatlane_resilient_worker"
+STARTUP_RETRIES = 1_000_000  # one a second: wait for Redis at start-up as long as it takes
 
 
 class ChatlaneWorker(Worker):
@@ -69,4 +71,8 @@ def main() -> None:
     from worker.settings import WorkerSettings
 
     logging.config.dictConfig(default_log_config(verbose=False))
-    ChatlaneWorker(**get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = get_kwargs(WorkerSettings)  # type: ignore[arg-type]
+    # A worker started while Redis is away waits for it (arq gives up after 5 s by default):
+    # exiting would hand recovery to a process manager's restart backoff, often minutes.
+    kwargs["redis_settings"] = dataclasses.replace(kwargs["redis_settings"], conn_retries=STARTUP_RETRIES)
+    ChatlaneWorker(**kwargs).run()
