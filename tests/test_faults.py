@@ -337,6 +337,19 @@ async def test_redis_unreachable_enqueue_fails_fast_and_workers_resume(
     assert all(w.alive() for w in workers) and len(p.fleet.workers) == 2
 
 
+async def test_worker_started_while_redis_is_down_waits_for_it(private_redis: Callable[[Fsync], Private]) -> None:
+    p = private_redis("always")
+    p.server.kill()
+    (w,) = p.fleet.start(1)
+    await asyncio.sleep(6.5)  # longer than arq's own start-up retries (5 x 1 s)
+    assert w.alive()
+    p.server.start()
+    s = sid("late")
+    t = await p.producer.enqueue(s, "hello")
+    report = await checked(p.producer, {s: [t.turn_id]}, timeout=20)
+    assert report.completed == 1 and w.alive()
+
+
 async def _noop(ctx: dict[str, object]) -> None:
     return None
 
