@@ -88,12 +88,18 @@ class FakeChatModel(BaseChatModel):
             raise FakeModelError("fake model: injected failure")
         pieces = self._pieces(reply)
         pause = delay / 1000 / len(pieces)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for i, piece in enumerate(pieces):
             if fault == "hang" and i == len(pieces) // 2:
                 await asyncio.Event().wait()
             if fault == "failmid" and i == len(pieces) // 2:
                 raise FakeModelError("fake model: injected failure mid-stream")
-            await asyncio.sleep(pause)  # also yields to the loop when the delay is 0
+            # Chunk i is due at start + (i + 1) * pause, as from a server that generates at its own
+            # pace: a busy worker loop delays a chunk, not all the ones after it (sleeping `pause`
+            # each time added ~10 ms per 200-ms turn on a loaded worker, bench B2). Also yields to
+            # the loop when the delay is 0.
+            await asyncio.sleep(max(0.0, start + (i + 1) * pause - loop.time()))
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
 
     def _stream(
