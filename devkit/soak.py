@@ -74,7 +74,6 @@ class Options:
             "FAKE_FAIL_RATE": 0.2,
             "FAKE_MIDSTREAM_FAIL_RATE": 0.05,
             "FAKE_HANG_RATE": 0.02,
-            "POLL_DELAY_S": 0.05,
         }
         return {f"CHATLANE_{k}": str(v) for k, v in settings.items()}
 
