@@ -136,7 +136,7 @@ class SessionRunner:
     async def _generate(self, window: list[BaseMessage], turn: Turn) -> AIMessage:
         rt = self.rt
         messages = [SystemMessage(rt.settings.system_prompt), *window, HumanMessage(turn.text)]
-        pub = ChunkPublisher(rt.redis, rt.keys.stream(turn.turn_id), turn.attempt)
+        pub = ChunkPublisher(rt.streams, rt.keys.stream(turn.turn_id), turn.attempt)
         try:
             reply = await stream_reply(rt.model, messages, turn_id=turn.turn_id, attempt=turn.attempt, on_chunk=pub.put)
         except BaseException:

@@ -21,6 +21,7 @@ from producer.keys import Keys
 from producer.scripts import register
 from producer.settings import Settings, get_settings
 from worker.llm import build_model
+from worker.publish import StreamWriter
 
 log = logging.getLogger("chatlane.worker")
 HEARTBEAT_S = 2.0
@@ -48,6 +49,7 @@ class Runtime:
     scripts: Scripts
     model: BaseChatModel
     worker_id: str
+    streams: StreamWriter
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -56,7 +58,7 @@ class Runtime:
         s = settings or get_settings()
         redis = connect(s)
         worker_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-        return cls(s, Keys(s.key_prefix), redis, Scripts.load(redis), build_model(s), worker_id)
+        return cls(s, Keys(s.key_prefix), redis, Scripts.load(redis), build_model(s), worker_id, StreamWriter(redis))
 
     async def heartbeat(self) -> None:
         """Keeps this worker in the ``workers`` ZSET (read by the HTTP API's /readyz)."""
