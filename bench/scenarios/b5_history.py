@@ -1,0 +1,100 @@
+"""B5 history growth: latency of a turn in an idle session whose history holds 10 000 messages,
+against one whose history holds 10.
+
+The worker polls every 2 ms here so that arq's poll wait (the same for both) stays small next
+to the turn's own work; latency is enqueue → ``wait`` returns (woken by the turn's end entry),
+fake model delay 0. Messages are chat-sized (user 150, assistant 600 characters); the model sees
+the token-bounded window (``history_max_tokens``), so a long history costs its window, not its
+length.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+from langchain_core.messages import AIMessage
+from redis.asyncio import Redis
+
+from bench.env import Bench
+from bench.report import Row, Sample, Target, fmt, times
+from bench.stats import median
+from producer import ChatProducer
+from producer.history import encode_message, turn_messages
+from producer.keys import Keys
+
+ID = "B5"
+LONG, SHORT = 10_000, 10
+USER_CHARS, AI_CHARS = 150, 600
+POLL_S = 0.002
+
+
+def filler(n: int) -> list[str]:
+    """``n`` encoded history entries, alternating user/assistant, as completed turns leave them."""
+    out: list[str] = []
+    for _ in range(n // 2):
+        tid = uuid.uuid4().hex
+        user, ai = turn_messages(tid, "u" * USER_CHARS, AIMessage("a" * AI_CHARS))
+        out += [encode_message(user), encode_message(ai)]
+    return out
+
+
+async def prefill(redis: Redis, keys: Keys, session: str, n: int) -> None:
+    entries = filler(n)
+    key = keys.session(session).history
+    for i in range(0, len(entries), 1000):
+        await redis.rpush(key, *entries[i : i + 1000])  # type: ignore[misc]
+
+
+async def latency_ms(producer: ChatProducer, session: str) -> float:
+    t0 = time.perf_counter()
+    st = await producer.enqueue(session, "u" * USER_CHARS)
+    await producer.wait(st.turn_id, 30)
+    return (time.perf_counter() - t0) * 1000
+
+
+async def measure(bench: Bench, repeats: int) -> list[Sample]:
+    n = 10 if bench.quick else 60
+    samples: list[Sample] = []
+    async with (
+        bench.run(bench.chatlane("b5", poll_delay_s=POLL_S)) as (side,),
+        ChatProducer(settings=side.settings) as producer,
+    ):
+        # A few long sessions, reused: each turn adds 2 messages, nothing next to 10 000.
+        longs = [f"b5-long-{i}" for i in range(2 if bench.quick else 4)]
+        for s in longs:
+            await prefill(bench.redis, side.keys, s, LONG if not bench.quick else 2_000)
+        for _ in range(repeats):
+            lat: dict[str, list[float]] = {"long": [], "short": []}
+            for i in range(n):
+                short = f"b5-short-{uuid.uuid4().hex[:8]}"  # a fresh one each time, so it stays at 10
+                await prefill(bench.redis, side.keys, short, SHORT)
+                pair = [("long", longs[i % len(longs)]), ("short", short)]
+                random.shuffle(pair)  # neither size always goes first
+                for name, session in pair:
+                    lat[name].append(await latency_ms(producer, session))
+            samples.append(
+                {
+                    "long": median(lat["long"]),
+                    "short": median(lat["short"]),
+                    "ratio": median(lat["long"]) / median(lat["short"]),
+                }
+            )
+    return samples
+
+
+def rows(m: Sample, quick: bool) -> list[Row]:
+    long = LONG if not quick else 2_000
+    return [
+        Row(
+            ID,
+            f"turn latency (p50, idle session, enqueue → done, poll {POLL_S * 1000:g} ms): "
+            f"{long:,}-message history vs {SHORT}",
+            fmt(m["long"], " ms", 1),
+            f"{SHORT}-message history {fmt(m['short'], ' ms', 1)}",
+            times(m["ratio"]),
+            Target("<=", 1.3, "≤ 1.3×"),
+            m["ratio"],
+        )
+    ]
