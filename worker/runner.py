@@ -58,12 +58,16 @@ class ChatlaneWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:
             await super().start_jobs(job_ids)
-        except REDIS_DOWN:
+        except (*REDIS_DOWN, redis_errors.WatchError) as e:
             # arq takes a job slot (semaphore + counter) before its Redis round trips for the
             # job, and gives it back only on the errors it expects: a connection error there
             # would leak the slot for good, and enough outages would leave no slot to run on.
             self.job_counter -= 1
             self.sem.release()
+            if isinstance(e, redis_errors.WatchError):
+                # A WATCH conflict proper is handled inside arq; one that escapes is redis-py
+                # reporting a connection lost between WATCH and EXEC.
+                raise redis_errors.ConnectionError(str(e)) from e
             raise
 
 
