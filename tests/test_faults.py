@@ -403,6 +403,52 @@ async def test_poll_that_fails_mid_start_gives_its_job_slot_back() -> None:
         await pool.aclose()
 
 
+class CuttingProxy:
+    """A TCP proxy to Redis that cuts the connection when the client sends a given command: a
+    real connection loss at an exact point of a conversation."""
+
+    def __init__(self, redis_port: int, cut_on: bytes) -> None:
+        self.redis_port = redis_port
+        self.marker = b"\r\n" + cut_on + b"\r\n"
+        self.cuts = 0
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.redis_port)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, inspect: bool) -> None:
+            while data := await r.read(65536):
+                if inspect and self.marker in data.upper():
+                    self.cuts += 1
+                    break
+                w.write(data)
+                await w.drain()
+            for writer in (client_w, redis_w):
+                writer.transport.abort()  # a reset, as when the network or the server goes away
+
+        await asyncio.gather(pipe(client_r, redis_w, True), pipe(redis_r, client_w, False), return_exceptions=True)
+
+
+async def test_connection_lost_between_watch_and_exec_neither_ends_the_worker_nor_leaks_a_slot() -> None:
+    """redis-py reports a connection lost after WATCH as WatchError, not ConnectionError: found by
+    the soak, where it ended workers through arq's poll loop."""
+    with RedisServer() as server:
+        async with CuttingProxy(server.port, b"EXISTS") as port:
+            pool = await create_pool(RedisSettings(port=port))
+            w = ChatlaneWorker(functions=[func(_noop, name="noop")], redis_pool=pool, handle_signals=False, max_jobs=1)
+            for _ in range(3):
+                with pytest.raises(REDIS_DOWN):
+                    await asyncio.wait_for(w.start_jobs([b"some-job"]), 5)
+            assert w.job_counter == 0 and not w.sem.locked()
+            await pool.aclose()
+
+
 # -- 6. Model faults --------------------------------------------------------------------------
 
 
