@@ -291,10 +291,15 @@ class Soak:
 
     async def inject(self, until: float) -> None:
         chosen = set(self.opts.faults.split(","))
-        names, weights = zip(*[(k, w) for k, w in self.FAULTS if k in chosen], strict=True)
+        deck: list[str] = []
         while time.monotonic() < until:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.opts.fault_every_s)
-            kind = self.rng.choices(names, weights)[0]
+            if not deck:
+                # Dealt from a shuffled deck holding each kind as often as its weight, so every
+                # kind occurs in any run longer than one deck (~13 faults, ~1.5 min).
+                deck = [k for k, weight in self.FAULTS if k in chosen for _ in range(weight)]
+                self.rng.shuffle(deck)
+            kind = deck.pop()
             try:
                 if await getattr(self, kind)():
                     self.tally.faults[kind] += 1
