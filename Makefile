@@ -22,7 +22,7 @@ lint:
 	$(VENV)/bin/mypy
 
 web:
-	$(VENV)/bin/uvicorn producer.api:app --host 0.0.0.0 --port $${PORT:-8000}
+	$(VENV)/bin/uvicorn producer.api:app --host 0.0.0.0 --port $${PORT:-8000} --timeout-graceful-shutdown 5
 
 worker:
 	$(PY) -m worker

@@ -20,14 +20,15 @@ from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_by
 from producer.api_schemas import Health, Message, MessagePage, Ready, TurnRequest
 from producer.client import ChatProducer
 from producer.history import turn_id_of
+from producer.keys import WORKER_HEARTBEAT_S
 from producer.models import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus
 from producer.settings import Settings, get_settings
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
 
 log = logging.getLogger("chatlane.api")
 
-# Workers beat every 2 s (worker/runtime.py); five missed beats mean none is alive.
-READY_HEARTBEAT_S = 10.0
+# Five missed heartbeats mean no worker is alive.
+READY_HEARTBEAT_S = 5 * WORKER_HEARTBEAT_S
 KEEPALIVE_S = 15.0
 MAX_PAGE = 1000
 _ROLES: dict[str, Literal["user", "assistant"]] = {"human": "user", "ai": "assistant"}
@@ -81,6 +82,12 @@ def v1_router(auth: bool) -> APIRouter:
     async def get_turn(turn_id: TurnId, producer: Producer) -> TurnStatus:
         """While the turn runs, `reply` holds the text generated so far."""
         return await producer.status(turn_id)
+
+    @v1.post("/turns/{turn_id}/cancel", summary="Cancel a queued turn", responses=error_responses(404, 409, 422))
+    async def cancel_turn(turn_id: TurnId, producer: Producer) -> TurnStatus:
+        """Only a queued turn can be cancelled (else 409 `turn_not_cancellable`): a running
+        generation is never interrupted, its outcome is committed as usual."""
+        return await producer.cancel(turn_id)
 
     @v1.get(
         "/turns/{turn_id}/stream",

@@ -262,7 +262,7 @@ class ChatProducer:
         return await self._call(lambda: self.redis.llen(key))  # type: ignore[arg-type,return-value]
 
     async def live_workers(self, within_s: float) -> int:
-        """Workers whose heartbeat (``Keys.workers``, every 2 s) is at most ``within_s`` old.
+        """Workers whose heartbeat (``Keys.workers``, every WORKER_HEARTBEAT_S) is at most ``within_s`` old.
 
         Heartbeats carry the worker host's clock; ``within_s`` must cover the skew between hosts.
         """

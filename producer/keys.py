@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Every worker refreshes its entry in ``Keys.workers`` this often (readiness counts on it).
+WORKER_HEARTBEAT_S = 2.0
+
 
 @dataclass(frozen=True)
 class SessionKeys:

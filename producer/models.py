@@ -74,6 +74,9 @@ def _ms(ms: str | int) -> datetime:
 def validate_session_id(session_id: str) -> str:
     if not isinstance(session_id, str) or not _SESSION_RE.fullmatch(session_id):
         raise InvalidInput(f"session_id must match {SESSION_ID_PATTERN} (got {session_id!r:.60})")
+    if session_id in (".", ".."):
+        # URL clients normalise these path segments away: such a session could not be reached over HTTP.
+        raise InvalidInput("session_id may not be '.' or '..'")
     return session_id
 
 

@@ -17,14 +17,13 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from producer.client import connect
-from producer.keys import Keys
+from producer.keys import WORKER_HEARTBEAT_S, Keys
 from producer.scripts import register
 from producer.settings import Settings, get_settings
 from worker.llm import build_model
 from worker.publish import StreamWriter
 
 log = logging.getLogger("chatlane.worker")
-HEARTBEAT_S = 2.0
 WORKER_FORGET_MS = 3600_000
 
 
@@ -72,7 +71,7 @@ class Runtime:
                     await pipe.execute()
             except Exception as e:  # keep beating through a Redis outage
                 log.debug("heartbeat failed: %s", e)
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(WORKER_HEARTBEAT_S)
 
     def hook_signals(self) -> None:
         """Set ``stopping`` on SIGTERM/SIGINT, then let arq's own handler run.

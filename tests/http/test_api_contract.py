@@ -248,3 +248,37 @@ async def test_redis_dying_mid_stream_ends_the_stream_with_an_error_event() -> N
                 assert [ev.event for ev in events] == ["error"]
                 assert json.loads(events[0].data)["code"] == "redis_unavailable"
                 assert (await h.get(f"/v1/turns/{tid}")).status_code == 503
+
+
+async def test_cancel_queued_turn_over_http(serve: Callable[..., Api], raw_redis: Redis) -> None:
+    api = serve()  # no workers: turns stay queued
+    s = sid()
+    async with client(api) as c:
+        first = (await c.post(TURN.format(s), json={"text": "one"})).json()
+        second = (await c.post(TURN.format(s), json={"text": "two"})).json()
+        resp = await c.post(f"/v1/turns/{first['turn_id']}/cancel")
+        assert resp.status_code == 200 and resp.json()["state"] == "cancelled"
+        assert (await c.get(f"/v1/turns/{second['turn_id']}")).json()["position"] == 0
+        # Cancelling again: not queued any more -> 409, nothing written.
+        await rejected(
+            raw_redis, api, lambda: c.post(f"/v1/turns/{first['turn_id']}/cancel"), 409, "turn_not_cancellable"
+        )
+        await rejected(raw_redis, api, lambda: c.post(f"/v1/turns/{'0' * 32}/cancel"), 404, "turn_not_found")
+        # The stream of a cancelled turn ends at once with its final status.
+        async with c.stream("GET", f"/v1/turns/{first['turn_id']}/stream") as resp:
+            events = [ev async for ev in parse_sse(resp.aiter_lines())]
+        assert [ev.event for ev in events] == ["end"]
+        assert json.loads(events[0].data)["state"] == "cancelled"
+
+
+async def test_dot_session_ids_are_rejected(serve: Callable[..., Api], raw_redis: Redis) -> None:
+    api = serve()
+    async with client(api) as c:
+        for bad in ("%2E", "%2E%2E"):
+            await rejected(
+                raw_redis,
+                api,
+                lambda b=bad: c.post(f"/v1/sessions/{b}/turns", json={"text": "x"}),
+                422,
+                "invalid_input",
+            )
