@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from devkit.check import Report, check
 from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import redis_for_demo
-from producer import ChatProducer, Settings
+from producer import ChatProducer, Settings, TurnStatus
+
+Enqueue = Callable[[str, str, str | None], Awaitable[TurnStatus]]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300, help="give up after this many seconds")
     p.add_argument("--keep", action="store_true", help="keep the demo's keys in Redis")
     p.add_argument("--private-redis", action="store_true", help="always start a private redis-server")
+    p.add_argument("--http", action="store_true", help="producers enqueue through the HTTP API (served by uvicorn)")
     return p.parse_args(argv)
 
 
@@ -53,7 +58,7 @@ class Demo:
         )
         return [WorkerProcess(env, self.logs / f"worker{i}.log").start() for i in range(self.args.workers)]
 
-    async def produce(self, p: ChatProducer) -> None:
+    async def produce(self, enqueue: Enqueue) -> None:
         locks = {s: asyncio.Lock() for s in self.sessions}
         plan = [s for s in self.sessions for _ in range(self.args.turns)]
         random.Random(7).shuffle(plan)  # interleave sessions
@@ -64,7 +69,7 @@ class Demo:
                 # The lock makes "the order we recorded" the order Redis accepted.
                 async with locks[s]:
                     n = len(self.sent[s])
-                    st = await p.enqueue(s, f"{s} message {n}", idempotency_key=f"{s}-{n}")
+                    st = await enqueue(s, f"{s} message {n}", f"{s}-{n}")
                     self.sent[s].append(st.turn_id)
                 await asyncio.sleep(random.random() * 0.004)
 
@@ -103,10 +108,20 @@ class Demo:
         print(f"  redis {self.settings.redis_url}  key prefix {self.prefix}  worker logs {self.logs}")
         workers = self.start_workers()
         try:
-            async with ChatProducer(settings=self.settings) as p:
+            async with ChatProducer(settings=self.settings) as p, contextlib.AsyncExitStack() as stack:
+                enqueue: Enqueue = p.enqueue
+                if a.http:
+                    # Imported here: the HTTP client needs the dev extra (httpx).
+                    from devkit.api_server import ServedApp
+                    from devkit.http_client import HttpChatClient
+                    from producer.api import create_app
+
+                    server = stack.enter_context(ServedApp(create_app(self.settings)))
+                    enqueue = (await stack.enter_async_context(HttpChatClient(server.base_url))).enqueue
+                    print(f"  producers enqueue over HTTP: POST {server.base_url}/v1/sessions/{{id}}/turns")
                 await self.wait_for_workers(p, workers)
                 started = time.monotonic()
-                await asyncio.gather(self.produce(p), self.progress(p, started))
+                await asyncio.gather(self.produce(enqueue), self.progress(p, started))
                 wall = time.monotonic() - started
                 report = await check(p, self.sent)
                 self.print_report(report, wall)
