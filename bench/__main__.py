@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +35,8 @@ async def main(argv: list[str]) -> int:
     chosen = [s for s in SCENARIOS if not only or s.ID in only]
     rows: list[Row] = []
     began = time.monotonic()
+    # Other processes on the machine skew absolute figures (ratios less so): say how busy it was.
+    load_before = f"{os.getloadavg()[0]:.1f}"
     if args.poll_sweep:
         async with Bench(log_dir, quick=args.quick) as bench:
             print(await poll_sweep.run(bench))
@@ -48,7 +51,8 @@ async def main(argv: list[str]) -> int:
     mode = "quick" if args.quick else "full"
     title = (
         f"chatlane benchmarks ({mode}; medians of {repeats} repeat(s); one private redis-server; "
-        f"{time.monotonic() - began:.0f}s; worker logs in {log_dir})"
+        f"{time.monotonic() - began:.0f}s; {os.cpu_count()} cores, load average {load_before} before, "
+        f"{os.getloadavg()[0]:.1f} after; worker logs in {log_dir})"
     )
     print(render(rows, title))
     return 0

@@ -71,3 +71,7 @@ def fmt(value: float, unit: str = "", digits: int = 0) -> str:
 
 def times(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}×"
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"

@@ -22,7 +22,7 @@ from bench.load import (
     wait_arq,
     wait_chatlane,
 )
-from bench.report import Row, Sample, Target, fmt, times
+from bench.report import Row, Sample, Target, fmt, plural, times
 from bench.stats import rate
 from producer import ChatProducer
 
@@ -103,7 +103,8 @@ def rows(m: Sample, quick: bool) -> list[Row]:
         out += [
             Row(
                 f"B1{shape}",
-                f"throughput, {sessions:,} session(s) × {turns} turn(s), fake model delay 0, 1 worker",
+                f"throughput, {sessions:,} {plural(sessions, 'session')} × {turns} {plural(turns, 'turn')}, "
+                "fake model delay 0, 1 worker",
                 fmt(m[f"{shape}.chatlane.rate"], " turns/s"),
                 f"arq job per turn: {fmt(m[f'{shape}.turn.rate'], ' turns/s')}",
                 times(m[f"{shape}.vs_turn"]),
