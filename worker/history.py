@@ -74,5 +74,9 @@ async def load_window(redis: Redis, key: str, max_tokens: int, newest: list[str]
         if len(raw) < batch:
             return Window(max_tokens, reversed(newest_first))
         loaded += len(raw)
-        batch *= 4
+        # Read about as many more as the budget still needs at the size seen so far (a fixed
+        # x4 growth read ~90 KB to use ~8 KB with chat-sized messages, bench B5), never fewer
+        # than 8 nor more than 4x the last batch.
+        needed = (max_tokens - tokens) * loaded / max(tokens, 1)
+        batch = max(8, min(batch * 4, int(needed * 1.25) + 1))
         raw = None
