@@ -32,7 +32,7 @@ from tests.conftest import Fleet, new_prefix, sid
 from worker.fake_model import FakeChatModel
 from worker.runner import REDIS_DOWN, ChatlaneWorker
 
-MARGIN_S = 1.5
+MARGIN_S = 2.0
 
 
 async def wait_all(producer: ChatProducer, sent: dict[str, list[str]], timeout: float) -> None:
@@ -314,7 +314,7 @@ async def test_redis_crash_with_aof_everysec_keeps_a_consistent_prefix(
     sessions = [sid("fsync") for _ in range(8)]
     sent: dict[str, list[str]] = {s: [] for s in sessions}
     stop = asyncio.Event()
-    producing = asyncio.create_task(produce_through_outage(p.producer, sessions, sent, stop, gap_s=0))
+    producing = asyncio.create_task(produce_through_outage(p.producer, sessions, sent, stop, gap_s=0.01))
     await asyncio.sleep(1.0)
     acked = {s: list(t) for s, t in sent.items()}
     p.server.kill()
@@ -330,7 +330,7 @@ async def test_redis_crash_with_aof_everysec_keeps_a_consistent_prefix(
     n_lost, n_acked = sum(map(len, lost.values())), sum(map(len, acked.values()))
     print(f"\neverysec, redis-server SIGKILLed: {n_lost} of {n_acked} acknowledged enqueues lost")
     survivors = {s: [t for t in tids if t not in lost[s]] for s, tids in sent.items()}
-    await checked(p.producer, survivors, timeout=30)
+    await checked(p.producer, survivors, timeout=60)
 
 
 async def test_redis_unreachable_enqueue_fails_fast_and_workers_resume(
