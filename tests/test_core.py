@@ -195,3 +195,28 @@ async def test_cancel_queued_turn_only(fleet: Fleet, producer: ChatProducer) -> 
     report = await check(producer, {s: [running.turn_id, doomed.turn_id, last.turn_id]})
     assert report.ok and report.completed == 2 and report.cancelled == 1, report.violations
     assert [m.text for m in await producer.history(s) if m.type == "human"] == ["long !delay=1500", "last"]
+
+
+async def test_no_key_outlives_its_retention(fleet: Fleet, producer: ChatProducer, raw_redis: Redis) -> None:
+    """Every key a finished turn leaves has a TTL, except the history and session bookkeeping."""
+    fleet.start(1)
+    s = sid()
+    turns = [await producer.enqueue(s, f"m{i}", idempotency_key=f"k{i}") for i in range(3)]
+    for t in turns:
+        await producer.wait(t.turn_id, 20)
+    no_ttl = {k for k in await keys_with_prefix(raw_redis, fleet.prefix) if await raw_redis.pttl(k) == -1}
+    sk = producer.keys.session(s)
+    allowed = {sk.history, sk.fence, producer.keys.stats, producer.keys.workers, producer.keys.queue}
+    assert no_ttl <= allowed, no_ttl
+
+
+async def test_a_late_chunk_cannot_create_a_stream_without_ttl(producer: ChatProducer, raw_redis: Redis) -> None:
+    """An ex-holder resuming after the turn ended and its stream expired still writes chunks."""
+    from worker.publish import ChunkPublisher, StreamWriter
+
+    key = producer.keys.stream("a" * 32)
+    pub = ChunkPublisher(StreamWriter(raw_redis, ttl_ms=60_000), key, attempt=1)
+    pub.put("late token")
+    await pub.aclose()
+    assert await raw_redis.xlen(key) == 1
+    assert 0 < await raw_redis.pttl(key) <= 60_000

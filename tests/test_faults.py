@@ -285,7 +285,8 @@ async def test_redis_restart_with_aof_always_loses_no_acknowledged_turn(
     await asyncio.sleep(1.5)
     before = sum(len(v) for v in sent.values())
     p.server.kill()
-    await asyncio.sleep(0.5)
+    # Long enough that every worker's poll loop meets the outage even on a loaded machine.
+    await asyncio.sleep(1.5)
     p.server.start()
     await asyncio.sleep(3.0)
     stop.set()

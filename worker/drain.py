@@ -18,7 +18,7 @@ from worker.history import FIRST_BATCH, load_window
 from worker.lease import Lease, LeaseLost
 from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
-from worker.runtime import Runtime
+from worker.runtime import RUNTIME, Runtime
 
 log = logging.getLogger("chatlane.drain")
 
@@ -38,7 +38,7 @@ class Outcome:
 
 
 async def drain(ctx: dict[str, Any], session_id: str) -> str:
-    rt: Runtime = ctx["chatlane"]
+    rt: Runtime = ctx[RUNTIME]
     return await SessionRunner(rt, session_id, ctx["job_id"]).run()
 
 

@@ -20,8 +20,12 @@ log = logging.getLogger("chatlane.publish")
 
 
 class StreamWriter:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, ttl_ms: int) -> None:
         self.redis = redis
+        # Every write also sets the stream's TTL, so no stream outlives its turn for good: an
+        # ex-holder that resumes after the turn ended and its stream expired would otherwise
+        # re-create the key without one. The end script later cuts it to the retention.
+        self.ttl_ms = ttl_ms
         self._pending: dict[tuple[str, int], list[str]] = {}  # (stream key, attempt) -> texts
         self._written: asyncio.Future[None] | None = None  # resolves when the pending batch is written
         self._flushing: asyncio.Task[None] | None = None
@@ -48,6 +52,7 @@ class StreamWriter:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for (key, attempt), texts in batch.items():
                         pipe.xadd(key, chunk_fields(attempt, "".join(texts)))  # type: ignore[arg-type]
+                        pipe.pexpire(key, self.ttl_ms)
                     await pipe.execute()
             except Exception as e:
                 # Streaming is a view; the committed reply in the turn record is the truth.

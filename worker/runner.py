@@ -15,11 +15,14 @@ import asyncio
 import dataclasses
 import logging
 import logging.config
+from signal import Signals
 from typing import Any
 
 from arq.logs import default_log_config
 from arq.worker import Worker, get_kwargs
 from redis import exceptions as redis_errors
+
+from worker.runtime import RUNTIME, Runtime
 
 log = logging.getLogger("chatlane.worker")
 
@@ -38,6 +41,22 @@ class ChatlaneWorker(Worker):
         super().__init__(**kwargs)
         self.ctx[RESILIENT] = True
         self._redis_failures = 0
+
+    def handle_sig(self, signum: Signals) -> None:
+        self._stopping()
+        super().handle_sig(signum)
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        # arq now stops picking jobs and waits job_completion_wait (the shutdown grace) before
+        # cancelling; `stopping` makes each drain hand its session back at the next turn
+        # boundary instead of starting turns it might not finish.
+        self._stopping()
+        super().handle_sig_wait_for_completion(signum)
+
+    def _stopping(self) -> None:
+        rt: Runtime | None = self.ctx.get(RUNTIME)
+        if rt is not None:
+            rt.stopping.set()
 
     async def _poll_iteration(self) -> None:
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -24,6 +23,8 @@ from worker.llm import build_model
 from worker.publish import StreamWriter
 
 log = logging.getLogger("chatlane.worker")
+# The key under which the worker's arq ctx carries its Runtime.
+RUNTIME = "chatlane"
 WORKER_FORGET_MS = 3600_000
 
 
@@ -57,7 +58,17 @@ class Runtime:
         s = settings or get_settings()
         redis = connect(s)
         worker_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-        return cls(s, Keys(s.key_prefix), redis, Scripts.load(redis), build_model(s), worker_id, StreamWriter(redis))
+        # A running attempt writes at least once per model timeout; the end script shortens it.
+        stream_ttl_ms = int((s.stream_ttl_s + s.model_timeout_s) * 1000)
+        return cls(
+            s,
+            Keys(s.key_prefix),
+            redis,
+            Scripts.load(redis),
+            build_model(s),
+            worker_id,
+            StreamWriter(redis, stream_ttl_ms),
+        )
 
     async def heartbeat(self) -> None:
         """Keeps this worker in the ``workers`` ZSET (read by the HTTP API's /readyz)."""
@@ -72,28 +83,6 @@ class Runtime:
             except Exception as e:  # keep beating through a Redis outage
                 log.debug("heartbeat failed: %s", e)
             await asyncio.sleep(WORKER_HEARTBEAT_S)
-
-    def hook_signals(self) -> None:
-        """Set ``stopping`` on SIGTERM/SIGINT, then let arq's own handler run.
-
-        arq's handler stops picking jobs and waits ``job_completion_wait`` before cancelling;
-        ``stopping`` lets a drain hand its session back at the next turn boundary instead of
-        starting new turns it might not finish. arq offers no hook, so we chain onto the
-        handler it registered on the loop.
-        """
-        loop = asyncio.get_running_loop()
-        handlers = getattr(loop, "_signal_handlers", {})
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            prev = handlers.get(sig)
-            if prev is None:
-                continue
-            callback, args = prev._callback, prev._args
-
-            def on_signal(cb: Any = callback, a: Any = args) -> None:
-                self.stopping.set()
-                cb(*a)
-
-            loop.add_signal_handler(sig, on_signal)
 
     async def close(self) -> None:
         for t in self.tasks:

@@ -19,7 +19,7 @@ from producer.keys import Keys
 from producer.settings import get_settings
 from worker.drain import drain
 from worker.runner import RESILIENT
-from worker.runtime import Runtime
+from worker.runtime import RUNTIME, Runtime
 from worker.sweep import sweep
 
 _s = get_settings()
@@ -28,8 +28,7 @@ log = logging.getLogger("chatlane.worker")
 
 async def startup(ctx: dict[str, Any]) -> None:
     rt = Runtime.create(_s)
-    ctx["chatlane"] = rt
-    rt.hook_signals()
+    ctx[RUNTIME] = rt
     rt.tasks.append(asyncio.create_task(rt.heartbeat()))
     # Everything loaded so far (LangChain, the model client, arq) lives as long as the process:
     # keep it out of the collector's full passes, which otherwise stall the loop for ~40 ms at
@@ -37,11 +36,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     gc.freeze()
     log.info("chatlane worker %s up (model=%s, max_jobs=%d)", rt.worker_id, _s.model, _s.max_jobs)
     if not ctx.get(RESILIENT):
-        log.warning("started by plain arq: the first Redis outage will end this process; run `python -m worker`")
+        log.warning(
+            "started by plain arq: the first Redis outage will end this process, and SIGTERM cancels "
+            "turns in flight instead of finishing them; run `python -m worker`"
+        )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    rt: Runtime | None = ctx.get("chatlane")
+    rt: Runtime | None = ctx.get(RUNTIME)
     if rt is not None:
         await rt.close()
 

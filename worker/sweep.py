@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from producer.jobs import DrainJob, in_progress_key
-from worker.runtime import Runtime
+from worker.runtime import RUNTIME, Runtime
 
 log = logging.getLogger("chatlane.sweep")
 _BATCH = 500
@@ -14,7 +14,7 @@ _BATCH = 500
 
 async def sweep(ctx: dict[str, Any]) -> int:
     """Queue a drain for every pending session that has no lease and no live drain job."""
-    rt: Runtime = ctx["chatlane"]
+    rt: Runtime = ctx[RUNTIME]
     keys, s = rt.keys, rt.settings
     # arq keeps a started job's in-progress key for job_timeout + 10 s.
     in_progress_ttl_ms = int((s.job_timeout_s + 10) * 1000)
