@@ -63,6 +63,7 @@ class ChatlaneWorker(Worker):
             await super()._poll_iteration()
         except REDIS_DOWN as e:
             self._redis_failures += 1
+            await self._drop_idle_connections()
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (self._redis_failures - 1))
             # One line per outage at warning level, the retries at debug, so a long outage
             # does not flood the log.
@@ -73,6 +74,32 @@ class ChatlaneWorker(Worker):
         if self._redis_failures:
             log.warning("Redis is back after %d failed poll(s); resuming", self._redis_failures)
             self._redis_failures = 0
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_DOWN as e:
+            # arq's own bookkeeping for the job (its start and finish pipelines) met an outage.
+            # Left to escape, the error would surface in a later poll iteration (arq re-raises
+            # finished tasks' errors there), one failed job per poll, each read as a new outage
+            # and followed by a backoff: seconds of idling after Redis is back. The drain's
+            # session is recovered by lease expiry and the sweep, as after a crash.
+            log.warning("job %s: Redis unavailable for arq's bookkeeping (%s: %s)", job_id, type(e).__name__, e)
+
+    async def _drop_idle_connections(self) -> None:
+        """Close the idle connections of arq's pool and of the runtime's.
+
+        After a Redis restart every pooled connection is dead, and redis-py finds that out one
+        failed command at a time: the poll loop would fail once per dead connection, backing off
+        each time, and stay down for seconds after Redis was back. Closed connections reconnect
+        on their next use. Connections in use fail (and close) on their own.
+        """
+        pools = [self.pool.connection_pool]
+        rt: Runtime | None = self.ctx.get(RUNTIME)
+        if rt is not None:
+            pools.append(rt.redis.connection_pool)
+        for pool in pools:
+            await pool.disconnect(inuse_connections=False)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:
@@ -90,10 +117,18 @@ class ChatlaneWorker(Worker):
             raise
 
 
+def log_config() -> dict[str, Any]:
+    """arq's logging, with chatlane's loggers beside arq's (timestamps, the logger's name)."""
+    config: dict[str, Any] = default_log_config(verbose=False)
+    config["formatters"]["arq.standard"]["format"] = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    config["loggers"]["chatlane"] = {"handlers": ["arq.standard"], "level": "INFO", "propagate": False}
+    return config
+
+
 def main() -> None:
     from worker.settings import WorkerSettings
 
-    logging.config.dictConfig(default_log_config(verbose=False))
+    logging.config.dictConfig(log_config())
     kwargs: dict[str, Any] = get_kwargs(WorkerSettings)  # type: ignore[arg-type]
     # A worker started while Redis is away waits for it (arq gives up after 5 s by default):
     # exiting would hand recovery to a process manager's restart backoff, often minutes.
