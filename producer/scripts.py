@@ -1,7 +1,8 @@
 """Loads the Lua scripts shipped beside the code (``<package>/lua/<name>.lua``).
 
-A script may start with ``--! use: lib1 lib2`` to have library files from ``producer/lua``
-prepended (Lua has no include); that keeps each shared snippet in one file.
+A script may start with ``--! use: lib1 lib2`` to have library files prepended (Lua has no
+include); that keeps each shared snippet in one file. A library is looked up beside the script
+first, then in ``producer/lua`` (the worker may use the producer's snippets, never the reverse).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ def lua_source(package: str, name: str) -> str:
     first = text.split("\n", 1)[0]
     if not first.startswith(_USE):
         return text
-    libs = [lua_source("producer", lib) for lib in first[len(_USE) :].split()]
+    libs = [_library(package, lib) for lib in first[len(_USE) :].split()]
     return "\n".join([*libs, text])
+
+
+def _library(package: str, name: str) -> str:
+    own = files(package) / "lua" / f"{name}.lua"
+    return lua_source(package if own.is_file() else "producer", name)
 
 
 def register(redis: Redis, package: str, name: str) -> AsyncScript:
