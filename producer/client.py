@@ -47,7 +47,6 @@ _BLOCK_MS = 1000
 class Enqueued:
     status: TurnStatus
     created: bool  # False when an idempotency key returned an existing turn
-    drain_queued: bool
 
 
 def connect(settings: Settings) -> Redis:
@@ -136,7 +135,7 @@ class ChatProducer:
                 await asyncio.sleep(0.1)
                 return await self._enqueue(keys=keys, args=argv)  # type: ignore[no-any-return]
 
-        status, tid, queued, position, created_ms = await self._call(run)
+        status, tid, _queued, position, created_ms = await self._call(run)
         if status == "full":
             raise QueueFull(session_id, self.settings.max_queued_per_session)
         if status == "dup":
@@ -144,13 +143,13 @@ class ChatProducer:
             # A turn's text never changes, so comparing after the atomic dedupe is race-free.
             if idempotency_key and existing.text != text:
                 raise IdempotencyConflict(idempotency_key, tid)
-            return Enqueued(existing, created=tid == turn_id, drain_queued=False)
+            return Enqueued(existing, created=tid == turn_id)
         st = TurnStatus.from_record(
             tid,
             {"session": session_id, "text": text, "state": "queued", "created": created_ms},
             int(position),
         )
-        return Enqueued(st, created=True, drain_queued=bool(queued))
+        return Enqueued(st, created=True)
 
     async def cancel(self, turn_id: str, reason: str = "cancelled by the client") -> TurnStatus:
         """Withdraw a queued turn; a running or finished one raises TurnNotCancellable."""

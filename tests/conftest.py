@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from devkit.processes import WorkerProcess, wait_for, worker_env
+from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import RedisServer
 from producer import ChatProducer, Settings
 
@@ -137,4 +137,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     return rep
 
 
-__all__ = ["Fleet", "keys_with_prefix", "sid", "wait_async", "wait_for"]
+__all__ = ["Fleet", "keys_with_prefix", "sid", "wait_async"]

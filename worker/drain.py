@@ -59,7 +59,7 @@ class SessionRunner:
         got, token = res[0], res[1]
         if got != 1:
             return "busy" if got == 0 else "empty"
-        lease = Lease(rt.redis, rt.scripts.renew, sk, token, s.lease_ttl_ms, s.lease_renew_ms, rt.keys.stats)
+        lease = Lease(rt.scripts.renew, sk, token, s.lease_ttl_ms, s.lease_renew_ms, rt.keys.stats)
         lease.start()
         try:
             return await self._serve(lease, self._step(lease, res[2]), res[3])

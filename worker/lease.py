@@ -15,7 +15,6 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from producer.keys import SessionKeys
@@ -31,7 +30,6 @@ class LeaseLost(Exception):
 class Lease:
     def __init__(
         self,
-        redis: Redis,
         renew: AsyncScript,
         keys: SessionKeys,
         token: str,
@@ -39,7 +37,6 @@ class Lease:
         renew_ms: int,
         stats_key: str,
     ) -> None:
-        self.redis = redis
         self._renew = renew
         self.keys = keys
         self.stats_key = stats_key
