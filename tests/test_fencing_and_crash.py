@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessage
 from redis.asyncio import Redis
 
 from devkit.check import check
+from devkit.faults import worker_pid
 from producer import ChatProducer, TurnState
 from producer.history import encode_message, turn_messages
 from producer.jobs import DrainJob
@@ -88,7 +89,7 @@ async def test_sigkill_mid_generation_recovers_in_order(fleet: Fleet, producer: 
     rest = [await producer.enqueue(s, f"after {i}") for i in range(3)]
     assert await _running(producer, first.turn_id)
     token = await raw_redis.get(producer.keys.session(s).lease)
-    pid = int(token.split(":", 1)[1].split(".")[1])
+    pid = worker_pid(token)
     victim = fleet.by_pid(pid)
     victim.signal(signal.SIGKILL)
     killed_at = time.time()
