@@ -11,10 +11,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from redis.asyncio import Redis
 
-from producer.client import connect
-from producer.history import encode_message, turn_messages
-from producer.keys import Keys
-from producer.settings import Settings, get_settings
+from chatlane.connection import connect
+from chatlane.keys import Keys
+from chatlane.messages import encode_message, turn_messages
+from chatlane.settings import Settings, get_settings
 from worker.llm import build_model, stream_reply
 
 
@@ -32,7 +32,9 @@ class Baseline:
         """Stream the model over the window plus the new message, as chatlane's drain does;
         returns the two encoded history entries the turn adds."""
         messages = [SystemMessage(self.settings.system_prompt), *window, HumanMessage(text)]
-        reply = await stream_reply(self.model, messages, turn_id=turn_id, attempt=1, on_chunk=_ignore)
+        reply = await stream_reply(
+            self.model, messages, session_id=turn_id, turn_id=turn_id, attempt=1, on_chunk=_ignore
+        )
         user, ai = turn_messages(turn_id, text, reply)
         return encode_message(user), encode_message(ai)
 

@@ -15,19 +15,17 @@ model), so both sides run with identical knobs. JSON job serializer, as in chatl
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Any
 
 from arq import func
 from arq.connections import RedisSettings
 
 from bench import naive
 from bench.baseline_runtime import baseline, shutdown, startup
-from producer.jobs import job_deserializer, job_serializer
-from producer.keys import Keys
-from producer.settings import get_settings
-from worker.history import load_window
-
-_s = get_settings()
+from chatlane.jobs import job_deserializer, job_serializer
+from chatlane.keys import Keys
+from chatlane.settings import Settings, get_settings
+from worker.window import load_window
 
 
 async def noop(ctx: dict[str, Any]) -> None:
@@ -47,22 +45,33 @@ async def turn(ctx: dict[str, Any], session_id: str, turn_id: str, text: str) ->
     return ai
 
 
-class WorkerSettings:
-    functions: ClassVar[list[Any]] = [
-        func(noop, name="noop"),
-        func(sleep, name="sleep"),
-        func(turn, name="turn"),
-        func(naive.memory_turn, name="memory_turn"),
-        func(naive.locked_turn, name="locked_turn"),
-    ]
-    redis_settings = RedisSettings.from_dsn(_s.redis_url)
-    queue_name = Keys(_s.key_prefix).queue
-    job_serializer = job_serializer
-    job_deserializer = job_deserializer
-    on_startup = startup
-    on_shutdown = shutdown
-    max_jobs = _s.max_jobs
-    poll_delay = _s.poll_delay_s
-    # Same read limit as chatlane's worker, so a full backlog is read the same way.
-    queue_read_limit = max(1000, 10 * _s.max_jobs)
-    # keep_result stays at arq's default (1 h): the caller reads replies and timestamps there.
+def baseline_settings(s: Settings) -> type:
+    """arq settings of the baseline worker, built like ``worker.arq_settings.worker_settings``."""
+    settings: dict[str, Any] = {
+        "functions": [
+            func(noop, name="noop"),
+            func(sleep, name="sleep"),
+            func(turn, name="turn"),
+            func(naive.memory_turn, name="memory_turn"),
+            func(naive.locked_turn, name="locked_turn"),
+        ],
+        "redis_settings": RedisSettings.from_dsn(s.redis_url),
+        "queue_name": Keys(s.key_prefix).queue,
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": s.max_jobs,
+        "poll_delay": s.poll_delay_s,
+        # Same read limit as chatlane's worker, so a full backlog is read the same way.
+        "queue_read_limit": max(1000, 10 * s.max_jobs),
+        # keep_result stays at arq's default (1 h): the caller reads replies and timestamps there.
+    }
+    return type("WorkerSettings", (), settings)
+
+
+def __getattr__(name: str) -> Any:
+    # `arq bench.baselines.WorkerSettings` looks it up by name: read the settings then.
+    if name == "WorkerSettings":
+        return baseline_settings(get_settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,10 +19,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from chatlane.keys import Keys
 from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import RedisServer
 from producer import Settings
-from producer.keys import Keys
 
 CHATLANE = "worker.WorkerSettings"
 BARE_ARQ = "bench.baselines.WorkerSettings"

@@ -19,9 +19,9 @@ from arq.jobs import JobResult, deserialize_result
 from redis.asyncio import Redis
 
 from bench.env import Side
+from chatlane.jobs import job_deserializer, job_serializer
+from chatlane.keys import Keys
 from producer import ChatProducer
-from producer.jobs import job_deserializer, job_serializer
-from producer.keys import Keys
 
 T = TypeVar("T")
 Backlog = dict[str, list[str]]

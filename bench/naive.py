@@ -19,8 +19,8 @@ from typing import Any
 from arq import Retry
 
 from bench.baseline_runtime import baseline
-from producer.history import decode_messages
-from worker.history import Window, load_window
+from chatlane.messages import decode_messages
+from worker.window import Window, load_window
 
 # arq's documented idiom: defer by a multiple of the try number.
 LOCK_RETRY_DEFER_S = 0.1

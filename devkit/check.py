@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chatlane.messages import turn_id_of
 from producer import ChatProducer, TurnNotFound, TurnState, TurnStatus
-from producer.history import turn_id_of
 
 
 @dataclass

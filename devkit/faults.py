@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
+from chatlane.jobs import job_key
+from chatlane.keys import Keys
 from producer import ChatProducer, RedisUnavailable, TurnStatus
-from producer.jobs import job_key
-from producer.keys import Keys
 
 
 def worker_pid(token_or_worker_id: str) -> int:
@@ -31,10 +31,6 @@ async def leases(redis: Redis, keys: Keys, sessions: Iterable[str]) -> dict[str,
             pipe.get(keys.session(s).lease)
         tokens = await pipe.execute()
     return {s: t for s, t in zip(names, tokens, strict=True) if t}
-
-
-async def held_by(redis: Redis, keys: Keys, sessions: Iterable[str], pid: int) -> dict[str, str]:
-    return {s: t for s, t in (await leases(redis, keys, sessions)).items() if worker_pid(t) == pid}
 
 
 async def registered_pids(redis: Redis, keys: Keys) -> set[int]:
@@ -97,7 +93,7 @@ async def wait_resumed(
 
 async def lose_drain_job(redis: Redis, keys: Keys, session: str) -> bool:
     """Delete the session's queued drain job from arq's queue by hand (what a lost job looks like)."""
-    job_id = await redis.get(keys.session(session).drain)
+    job_id = await redis.get(keys.session(session).drain_job)
     if not job_id or not await redis.zrem(keys.queue, job_id):
         return False
     await redis.delete(job_key(job_id))

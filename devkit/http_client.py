@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from producer.errors import ChatlaneError, WaitTimeout
-from producer.models import TurnStatus
+from chatlane.errors import ChatlaneError, WaitTimeout
+from chatlane.turns import TurnStatus
 
 
 class HttpApiError(ChatlaneError):

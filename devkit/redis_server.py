@@ -91,10 +91,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -35,12 +35,12 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from chatlane.keys import Keys
 from devkit import faults
 from devkit.check import Report, check
 from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import RedisServer
 from producer import ChatProducer, RedisUnavailable, Settings, TurnState
-from producer.keys import Keys
 
 MARGIN_S = 1.5  # polling, process start-up and a busy 2-core machine, on top of derived bounds
 

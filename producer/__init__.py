@@ -1,7 +1,6 @@
 """chatlane producer: enqueue chat turns and follow them (Python client and HTTP API)."""
 
-from producer.client import ChatProducer, Enqueued
-from producer.errors import (
+from chatlane.errors import (
     ChatlaneError,
     IdempotencyConflict,
     InvalidInput,
@@ -12,8 +11,9 @@ from producer.errors import (
     TurnNotFound,
     WaitTimeout,
 )
-from producer.models import TurnState, TurnStatus
-from producer.settings import Settings, get_settings
+from chatlane.settings import Settings, get_settings
+from chatlane.turns import TurnState, TurnStatus
+from producer.client import ChatProducer, Enqueued
 
 __all__ = [
     "ChatProducer",

@@ -15,14 +15,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from chatlane.keys import WORKER_HEARTBEAT_S
+from chatlane.messages import turn_id_of
+from chatlane.settings import Settings, get_settings
+from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
 from producer.api_schemas import Health, Message, MessagePage, Ready, TurnRequest
 from producer.client import ChatProducer
-from producer.history import turn_id_of
-from producer.keys import WORKER_HEARTBEAT_S
-from producer.models import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus
-from producer.settings import Settings, get_settings
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
 
 log = logging.getLogger("chatlane.api")
@@ -124,17 +124,14 @@ def v1_router(auth: bool) -> APIRouter:
         before: Annotated[int | None, Query(ge=0, description="only messages with index < before")] = None,
     ) -> MessagePage:
         """The newest `limit` messages (before `before`), oldest first; page back with `next_before`."""
-        total = await producer.history_length(session_id)
-        end = total if before is None else min(before, total)
-        # Indexes are stable: the history only grows at its end.
-        page = await producer.history_page(session_id, limit, before=end)
-        start = end - len(page)
+        page = await producer.history_page(session_id, limit, before=before)
         messages = [
-            Message(index=start + i, role=_ROLES[m.type], content=m.text, turn_id=turn_id_of(m))
-            for i, m in enumerate(page)
+            Message(index=page.start + i, role=_ROLES[m.type], content=m.text, turn_id=turn_id_of(m))
+            for i, m in enumerate(page.messages)
         ]
+        start = page.start
         return MessagePage(
-            session_id=session_id, total=total, messages=messages, next_before=start if start > 0 else None
+            session_id=session_id, total=page.total, messages=messages, next_before=start if start > 0 else None
         )
 
     return v1
@@ -194,4 +191,9 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn producer.api:app` looks the app up by name: build it then, so that importing this
+    # module reads no settings from the environment.
+    if name == "app":
+        return create_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

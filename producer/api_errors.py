@@ -1,8 +1,8 @@
 """Error bodies of the HTTP API: every failure is JSON ``{"code", "message"}`` with a stable code.
 
-Codes of the core exceptions come from ``producer.errors`` (their ``.code``); the HTTP layer adds
-``unauthorized``, ``body_too_large``, ``not_found``, ``method_not_allowed``, ``no_workers`` and
-``internal_error``.
+Codes and statuses of the core exceptions come from ``chatlane.errors`` (their ``.code`` and
+``.http_status``); the HTTP layer adds ``unauthorized``, ``body_too_large``, ``not_found``,
+``method_not_allowed``, ``no_workers`` and ``internal_error``.
 """
 
 from __future__ import annotations
@@ -18,17 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from producer.errors import (
-    ChatlaneError,
-    IdempotencyConflict,
-    InvalidInput,
-    QueueFull,
-    RedisUnavailable,
-    TextTooLong,
-    TurnNotCancellable,
-    TurnNotFound,
-    WaitTimeout,
-)
+from chatlane.errors import ChatlaneError, InvalidInput
 
 log = logging.getLogger("chatlane.api")
 
@@ -45,17 +35,6 @@ class ErrorBody(BaseModel):
     detail: list[ErrorDetail] | None = Field(None, description="per-field problems (code invalid_input)")
 
 
-# First match wins, so subclasses come before their bases.
-_STATUS: tuple[tuple[type[ChatlaneError], int], ...] = (
-    (TextTooLong, 413),
-    (InvalidInput, 422),
-    (TurnNotFound, 404),
-    (IdempotencyConflict, 409),
-    (TurnNotCancellable, 409),
-    (QueueFull, 429),
-    (RedisUnavailable, 503),
-    (WaitTimeout, 504),
-)
 # Seconds a client should wait before retrying; the queue drains at model speed, Redis
 # outages are usually restarts.
 RETRY_AFTER = {429: "1", 503: "2"}
@@ -115,14 +94,10 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=all_headers)
 
 
-def status_of(exc: ChatlaneError) -> int:
-    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     async def chatlane_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ChatlaneError)
-        return error_response(status_of(exc), exc.code, str(exc))
+        return error_response(exc.http_status, exc.code, str(exc))
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

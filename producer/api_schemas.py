@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from producer.models import IDEMPOTENCY_KEY_PATTERN
+from chatlane.turns import IDEMPOTENCY_KEY_PATTERN
 
 
 class TurnRequest(BaseModel):

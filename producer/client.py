@@ -7,24 +7,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from langchain_core.messages import BaseMessage
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from producer.errors import (
-    IdempotencyConflict,
-    QueueFull,
-    RedisUnavailable,
-    TurnNotCancellable,
-    TurnNotFound,
-    WaitTimeout,
-)
-from producer.history import decode_messages
-from producer.jobs import DrainJob
-from producer.keys import Keys
-from producer.models import (
+from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect
+from chatlane.errors import IdempotencyConflict, RedisUnavailable, TurnNotFound, WaitTimeout
+from chatlane.jobs import DrainJob
+from chatlane.keys import Keys
+from chatlane.messages import decode_messages, page_bounds
+from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue
+from chatlane.settings import Settings, get_settings
+from chatlane.stream import EventType, StreamEvent, partial_reply
+from chatlane.turns import (
     TurnState,
     TurnStatus,
     validate_idempotency_key,
@@ -32,15 +29,8 @@ from producer.models import (
     validate_text,
     validate_turn_id,
 )
-from producer.scripts import register
-from producer.settings import Settings, get_settings
-from producer.stream import EventType, StreamEvent, partial_reply
 
 T = TypeVar("T")
-
-# A blocking stream read never waits longer than this, so waiters notice a turn whose stream
-# expired or a Redis restart, and socket timeouts stay above it.
-_BLOCK_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -49,16 +39,11 @@ class Enqueued:
     created: bool  # False when an idempotency key returned an existing turn
 
 
-def connect(settings: Settings) -> Redis:
-    """A client that fails fast when Redis is unreachable or hung instead of waiting on it."""
-    redis: Redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s + _BLOCK_MS / 1000,
-        health_check_interval=30,
-    )
-    return redis
+@dataclass(frozen=True)
+class HistoryPage:
+    start: int  # index of the first message in the session history
+    total: int  # messages in the whole history
+    messages: list[BaseMessage]
 
 
 class ChatProducer:
@@ -74,8 +59,8 @@ class ChatProducer:
         self.keys = Keys(self.settings.key_prefix)
         self._own_redis = redis is None
         self.redis = redis if redis is not None else connect(self.settings)
-        self._enqueue = register(self.redis, "producer", "enqueue")
-        self._cancel = register(self.redis, "producer", "cancel")
+        self._enqueue = Enqueue(self.redis, self.keys)
+        self._cancel = Cancel(self.redis, self.keys, self.settings)
 
     async def __aenter__(self) -> ChatProducer:
         return self
@@ -90,7 +75,7 @@ class ChatProducer:
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             return await fn()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as e:
+        except REDIS_DOWN as e:
             raise RedisUnavailable(f"Redis at {self._where()} is unavailable: {e}") from e
 
     def _where(self) -> str:
@@ -109,45 +94,44 @@ class ChatProducer:
         validate_idempotency_key(idempotency_key)
         turn_id = uuid.uuid4().hex
         job = DrainJob.new(session_id)
-        sk = self.keys.session(session_id)
-        idem = self.keys.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
-        keys = [
-            sk.inbox,
-            sk.lease,
-            sk.drain,
-            idem,
-            self.keys.turn(turn_id),
-            self.keys.pending,
-            job.key,
-            self.keys.queue,
-        ]
-        argv = [session_id, turn_id, text, self.settings.max_queued_per_session, job.job_id,
-                idempotency_key or "", job.payload, job.score_ms, job.argv()[3]]  # fmt: skip
 
-        async def run() -> list[Any]:
+        async def run() -> Accepted | Duplicate:
+            call = self._enqueue(
+                session_id=session_id,
+                turn_id=turn_id,
+                text=text,
+                idempotency_key=idempotency_key,
+                max_waiting=self.settings.max_queued_per_session,
+                job=job,
+            )
             try:
-                return await self._enqueue(keys=keys, args=argv)  # type: ignore[no-any-return]
+                return await call
             except redis_errors.ConnectionError:
                 # The script may have run before the connection broke. Retrying with the same
                 # turn id is safe: the script answers "dup" if the turn record exists. Not
                 # after a timeout: Redis is not answering, and a second wait is not failing fast
                 # (the caller retries with its idempotency key to stay exactly-once).
                 await asyncio.sleep(0.1)
-                return await self._enqueue(keys=keys, args=argv)  # type: ignore[no-any-return]
+                return await self._enqueue(
+                    session_id=session_id,
+                    turn_id=turn_id,
+                    text=text,
+                    idempotency_key=idempotency_key,
+                    max_waiting=self.settings.max_queued_per_session,
+                    job=job,
+                )
 
-        status, tid, _queued, position, created_ms = await self._call(run)
-        if status == "full":
-            raise QueueFull(session_id, self.settings.max_queued_per_session)
-        if status == "dup":
-            existing = await self.status(tid)
+        res = await self._call(run)
+        if isinstance(res, Duplicate):
+            existing = await self.status(res.turn_id)
             # A turn's text never changes, so comparing after the atomic dedupe is race-free.
             if idempotency_key and existing.text != text:
-                raise IdempotencyConflict(idempotency_key, tid)
-            return Enqueued(existing, created=tid == turn_id)
+                raise IdempotencyConflict(idempotency_key, res.turn_id)
+            return Enqueued(existing, created=res.turn_id == turn_id)
         st = TurnStatus.from_record(
-            tid,
-            {"session": session_id, "text": text, "state": "queued", "created": created_ms},
-            int(position),
+            res.turn_id,
+            {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms)},
+            res.position,
         )
         return Enqueued(st, created=True)
 
@@ -158,14 +142,8 @@ class ChatProducer:
         session_id: str | None = await self._call(lambda: self.redis.hget(tk, "session"))  # type: ignore[arg-type,return-value]
         if session_id is None:
             raise TurnNotFound(turn_id)
-        s = self.settings
-        keys = [tk, self.keys.session(session_id).inbox, self.keys.stream(turn_id)]
-        args: list[str | int] = [turn_id, session_id, reason, s.turn_ttl_s * 1000, s.stream_ttl_s * 1000]
-        res = await self._call(lambda: self._cancel(keys=keys, args=args))
-        if res[0] == "missing":
-            raise TurnNotFound(turn_id)
-        if res[0] == "state":
-            raise TurnNotCancellable(turn_id, res[1])
+        sid = session_id
+        await self._call(lambda: self._cancel(turn_id=turn_id, session_id=sid, reason=reason))
         return await self.status(turn_id)
 
     # -- reading ---------------------------------------------------------------------------
@@ -196,7 +174,7 @@ class ChatProducer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WaitTimeout(f"turn {turn_id} still {st.state.value} after {timeout:g}s")
-            block = max(1, min(_BLOCK_MS, int(left * 1000)))
+            block = max(1, min(BLOCK_MS, int(left * 1000)))
             # Skip chunks; any new entry or the block timeout triggers one status read.
             while True:
                 events = await self._read_events(turn_id, last, block_ms=block, count=1000)
@@ -214,7 +192,7 @@ class ChatProducer:
         """
         last = after
         while True:
-            events = await self._read_events(turn_id, last, block_ms=_BLOCK_MS, count=500)
+            events = await self._read_events(turn_id, last, block_ms=BLOCK_MS, count=500)
             for ev in events:
                 yield ev
                 if ev.type is EventType.end:
@@ -239,21 +217,21 @@ class ChatProducer:
 
     async def history(self, session_id: str) -> list[BaseMessage]:
         """The whole stored history of a session, oldest first."""
-        return await self.history_page(session_id, limit=None)
+        return (await self.history_page(session_id, limit=None)).messages
 
-    async def history_page(self, session_id: str, limit: int | None, before: int | None = None) -> list[BaseMessage]:
-        """Up to ``limit`` messages that precede index ``before`` (default: the newest)."""
+    async def history_page(self, session_id: str, limit: int | None, before: int | None = None) -> HistoryPage:
+        """Up to ``limit`` messages that precede index ``before`` (default: the newest), oldest first.
+        Indexes are stable: the history only grows at its end."""
         validate_session_id(session_id)
         key = self.keys.session(session_id).history
-        if limit is None:
-            start, end = 0, (-1 if before is None else before - 1)
-        else:
-            end = -1 if before is None else before - 1
-            start = max(0, before - limit) if before is not None else -limit
-            if before is not None and before <= 0:
-                return []
-        raw = await self._call(lambda: self.redis.lrange(key, start, end))  # type: ignore[arg-type,return-value]
-        return decode_messages(raw)
+
+        async def read() -> HistoryPage:
+            total: int = await self.redis.llen(key)  # type: ignore[misc]
+            start, end = page_bounds(total, limit, before)
+            raw: list[str] = await self.redis.lrange(key, start, end - 1) if end > start else []  # type: ignore[misc]
+            return HistoryPage(start, total, decode_messages(raw))
+
+        return await self._call(read)
 
     async def history_length(self, session_id: str) -> int:
         validate_session_id(session_id)

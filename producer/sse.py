@@ -23,9 +23,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
+from chatlane.errors import ChatlaneError, InvalidInput
+from chatlane.stream import EventType, Replay
 from producer.client import ChatProducer
-from producer.errors import ChatlaneError, InvalidInput
-from producer.stream import EventType, Replay
 
 T = TypeVar("T")
 

@@ -21,16 +21,17 @@ from arq import func
 from arq.connections import RedisSettings, create_pool
 from redis.asyncio import Redis
 
+from chatlane.connection import REDIS_DOWN
+from chatlane.keys import Keys
+from chatlane.stream import partial_reply
 from devkit import faults
 from devkit.check import Report, check
 from devkit.processes import WorkerProcess
 from devkit.redis_server import Fsync, RedisServer
 from producer import ChatProducer, QueueFull, RedisUnavailable, TurnState
-from producer.keys import Keys
-from producer.stream import partial_reply
 from tests.conftest import Fleet, new_prefix, sid
 from worker.fake_model import FakeChatModel
-from worker.runner import REDIS_DOWN, ChatlaneWorker
+from worker.resilient import ChatlaneWorker
 
 MARGIN_S = 2.0
 

@@ -6,15 +6,17 @@ import asyncio
 import signal
 import time
 
+import pytest
 from langchain_core.messages import AIMessage
 from redis.asyncio import Redis
 
+from chatlane.errors import LeaseLost
+from chatlane.jobs import job_key
+from chatlane.messages import encode_message, turn_messages
+from chatlane.scripts import Advance, Begun, Claim, Finish, Released
 from devkit.check import check
 from devkit.faults import worker_pid
 from producer import ChatProducer, TurnState
-from producer.history import encode_message, turn_messages
-from producer.jobs import DrainJob
-from producer.scripts import register
 from tests.conftest import Fleet, sid, wait_async
 
 
@@ -30,32 +32,26 @@ async def test_stale_token_cannot_commit(fleet: Fleet, producer: ChatProducer, r
     s = sid()
     t = await producer.enqueue(s, "hello")
     keys, sk = producer.keys, producer.keys.session(s)
-    claim, advance = register(raw_redis, "worker", "claim"), register(raw_redis, "worker", "advance")
-    job_id = await raw_redis.get(sk.drain)
-    ok, token, began, tail = await claim(
-        keys=[sk.lease, sk.fence, sk.inbox, sk.drain, keys.pending, keys.queue, keys.stats, sk.history],
-        args=[s, "old", 10_000, job_id, keys.turn_prefix, keys.stream_suffix, 3, 60_000, 60_000, 32],
-    )
-    assert ok == 1 and tail == []
-    assert began[0] == "turn" and began[1] == t.turn_id
+    settings = producer.settings.model_copy(update={"lease_ttl_ms": 10_000, "turn_ttl_s": 60, "stream_ttl_s": 60})
+    claim, advance = Claim(raw_redis, keys, settings), Advance(raw_redis, keys, settings)
+    job_id = await raw_redis.get(sk.drain_job)
+    claimed = await claim(session_id=s, holder="old", job_id=job_id, tail_len=32)
+    assert claimed is not None and claimed.tail == []
+    assert isinstance(claimed.step, Begun) and claimed.step.turn_id == t.turn_id
 
-    def advance_args(tok: str, finish: str) -> list[object]:
-        user, ai = (encode_message(m) for m in turn_messages(t.turn_id, "hello", AIMessage("hi")))
-        return [tok, 10_000, keys.turn_prefix, keys.stream_suffix, finish, "completed", "hi", user, ai,
-                60_000, 60_000, "begin", 3, s]  # fmt: skip
-
-    akeys = [sk.lease, sk.inbox, sk.history, keys.stats, keys.pending]
+    entries = tuple(encode_message(m) for m in turn_messages(t.turn_id, "hello", AIMessage("hi")))
+    finish = Finish(t.turn_id, True, "hi", entries)
     # Another holder takes over (the old one was paused past its TTL).
     await raw_redis.set(sk.lease, "99:new-holder", px=10_000)
-    res = await advance(keys=akeys, args=advance_args(token, t.turn_id))
-    assert res == ["lost"]
+    with pytest.raises(LeaseLost):
+        await advance(session_id=s, token=claimed.token, finish=finish, begin=True)
     assert await raw_redis.llen(sk.history) == 0
     assert await raw_redis.lrange(sk.inbox, 0, -1) == [t.turn_id]
     assert (await producer.status(t.turn_id)).state is TurnState.running
     assert await raw_redis.hget(keys.stats, "stale_commits_rejected") == "1"
     # The new holder commits exactly once.
-    res = await advance(keys=akeys, args=advance_args("99:new-holder", t.turn_id))
-    assert res == ["released"]
+    res = await advance(session_id=s, token="99:new-holder", finish=finish, begin=True)
+    assert isinstance(res, Released)
     assert await raw_redis.llen(sk.history) == 2
     assert (await producer.status(t.turn_id)).state is TurnState.completed
 
@@ -109,9 +105,9 @@ async def test_lost_drain_job_is_recovered_by_sweep(fleet: Fleet, producer: Chat
     s = sid()
     t = await producer.enqueue(s, "my drain job will vanish")
     # Delete the queued drain job by hand before any worker runs.
-    job_id = await raw_redis.get(producer.keys.session(s).drain)
+    job_id = await raw_redis.get(producer.keys.session(s).drain_job)
     assert await raw_redis.zrem(producer.keys.queue, job_id) == 1
-    await raw_redis.delete(DrainJob(job_id, b"", 0).key)
+    await raw_redis.delete(job_key(job_id))
     fleet.start(1, sweep_interval_s=1)
     st = await producer.wait(t.turn_id, 15)
     assert st.state is TurnState.completed

@@ -1,5 +1,6 @@
-"""``python -m worker``: run one chatlane worker process (see ``worker.runner``)."""
+"""``python -m worker``: run one chatlane worker process (settings from ``CHATLANE_*``)."""
 
-from worker.runner import main
+from chatlane.settings import get_settings
+from worker.resilient import run_worker
 
-main()
+run_worker(get_settings())

@@ -2,12 +2,13 @@
 
 Its reply counts the user messages it was shown and quotes the previous one, so a test or
 the demo can see that a turn ran against the right history. Faults come from directives in
-the user's text, keyed by the attempt number the drain passes in the run metadata:
+the user's text, keyed by the attempt number the drain passes in the run's metadata
+(``RunnableConfig["metadata"]``: ``turn_id``, ``attempt``):
 ``!fail`` (always), ``!fail=N`` (attempts 1..N raise), ``!failmid=N`` (raise after half the
 chunks), ``!hang=N`` (never finish), ``!delay=MS`` (override the delay). Random faults for
 soaks come from the ``*_rate`` fields, seeded by (turn id, attempt), so a run is repeatable.
-The drain sets ``generation`` (turn id, attempt) around each model call; a ContextVar rather
-than call kwargs, because kwargs would be sent to a real provider's API.
+``astream`` hands those two values on to ``_astream`` as its own keyword, which only this model
+ever receives (a real provider's client would send unknown kwargs to its API).
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
 
 _DIRECTIVE = re.compile(r"!(failmid|fail|hang|delay)(?:=(\d+))?")
-generation: ContextVar[tuple[str, int]] = ContextVar("chatlane_generation", default=("", 1))
+_RUN = "chatlane_run"  # the keyword astream passes to _astream: (turn id, attempt)
 
 
 class FakeModelError(RuntimeError):
@@ -51,9 +52,17 @@ class FakeChatModel(BaseChatModel):
         said = f" Before this you said {_clip(humans[-2])!r}." if earlier > 0 else ""
         return f"Reply #{len(humans)} to {_clip(current)!r}: I can see {earlier} earlier message(s).{said}"
 
-    def _plan(self, messages: list[BaseMessage]) -> tuple[str, int, str | None]:
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        meta = (config or {}).get("metadata") or {}
+        run = (str(meta.get("turn_id", "")), int(meta.get("attempt", 1)))
+        async for chunk in super().astream(input, config, stop=stop, **{_RUN: run, **kwargs}):
+            yield chunk
+
+    def _plan(self, messages: list[BaseMessage], run: tuple[str, int] | None) -> tuple[str, int, str | None]:
         """(reply, delay ms, fault) where fault is None, "fail", "failmid" or "hang"."""
-        turn_id, attempt = generation.get()
+        turn_id, attempt = run or ("", 1)
         text = next((m.text for m in reversed(messages) if m.type == "human"), "")
         delay, fault = self.delay_ms, None
         for name, arg in _DIRECTIVE.findall(text):
@@ -83,7 +92,7 @@ class FakeChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        reply, delay, fault = self._plan(messages)
+        reply, delay, fault = self._plan(messages, kwargs.get(_RUN))
         if fault == "fail":
             raise FakeModelError("fake model: injected failure")
         pieces = self._pieces(reply)
@@ -109,7 +118,7 @@ class FakeChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        reply, delay, fault = self._plan(messages)
+        reply, delay, fault = self._plan(messages, kwargs.get(_RUN))
         if fault is not None:
             raise FakeModelError(f"fake model: injected {fault} (sync path does not hang)")
         pieces = self._pieces(reply)

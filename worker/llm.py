@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import add_ai_message_chunks
+from langchain_core.runnables import RunnableConfig
 
-from producer.settings import Settings
-from worker.fake_model import FakeChatModel, generation
+from chatlane.settings import Settings
+from worker.fake_model import FakeChatModel
 
 
 def build_model(settings: Settings) -> BaseChatModel:
@@ -28,26 +29,30 @@ def build_model(settings: Settings) -> BaseChatModel:
     return model
 
 
+def run_config(*, session_id: str, turn_id: str, attempt: int) -> RunnableConfig:
+    """The LangChain config of one generation: callbacks and tracing see which turn it is."""
+    return {
+        "metadata": {"session_id": session_id, "turn_id": turn_id, "attempt": attempt},
+        "configurable": {"thread_id": session_id},
+    }
+
+
 async def stream_reply(
     model: BaseChatModel,
     messages: list[BaseMessage],
     *,
+    session_id: str,
     turn_id: str,
     attempt: int,
-    on_chunk: Callable[[str], Awaitable[None] | None],
+    on_chunk: Callable[[str], None],
 ) -> AIMessage:
     """Stream one generation, handing each text chunk to ``on_chunk``; returns the whole reply."""
-    token = generation.set((turn_id, attempt))
-    try:
-        chunks: list[AIMessageChunk] = []
-        async for chunk in model.astream(messages):
-            chunks.append(chunk)
-            if chunk.text:
-                res = on_chunk(chunk.text)
-                if res is not None:
-                    await res
-    finally:
-        generation.reset(token)
+    chunks: list[AIMessageChunk] = []
+    config = run_config(session_id=session_id, turn_id=turn_id, attempt=attempt)
+    async for chunk in model.astream(messages, config):
+        chunks.append(chunk)
+        if chunk.text:
+            on_chunk(chunk.text)
     if not chunks:
         return AIMessage(content="")
     # One merge at the end: adding chunk by chunk builds a new message per chunk (~10 % of a

@@ -14,7 +14,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from producer.stream import chunk_fields
+from chatlane.stream import chunk_fields
 
 log = logging.getLogger("chatlane.publish")
 

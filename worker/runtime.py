@@ -13,32 +13,21 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
-from producer.client import connect
-from producer.keys import WORKER_HEARTBEAT_S, Keys
-from producer.scripts import register
-from producer.settings import Settings, get_settings
+from chatlane.connection import connect
+from chatlane.keys import WORKER_HEARTBEAT_S, Keys
+from chatlane.scripts import Advance, Claim, Handback, Renew, Sweep
+from chatlane.settings import Settings, ms
+from worker.lease import LeaseScripts
 from worker.llm import build_model
 from worker.publish import StreamWriter
 
 log = logging.getLogger("chatlane.worker")
 # The key under which the worker's arq ctx carries its Runtime.
 RUNTIME = "chatlane"
+# ctx flag the startup hook checks, so a worker started under plain ``arq`` says what it lacks.
+RESILIENT = "chatlane_resilient_worker"
 WORKER_FORGET_MS = 3600_000
-
-
-@dataclass(frozen=True)
-class Scripts:
-    claim: AsyncScript
-    renew: AsyncScript
-    advance: AsyncScript
-    handback: AsyncScript
-    sweep: AsyncScript
-
-    @classmethod
-    def load(cls, redis: Redis) -> Scripts:
-        return cls(**{name: register(redis, "worker", name) for name in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -46,7 +35,8 @@ class Runtime:
     settings: Settings
     keys: Keys
     redis: Redis
-    scripts: Scripts
+    lease_scripts: LeaseScripts
+    sweep: Sweep
     model: BaseChatModel
     worker_id: str
     streams: StreamWriter
@@ -54,17 +44,24 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, settings: Settings | None = None) -> Runtime:
-        s = settings or get_settings()
+    def create(cls, s: Settings) -> Runtime:
         redis = connect(s)
+        keys = Keys(s.key_prefix)
         worker_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         # A running attempt writes at least once per model timeout; the end script shortens it.
-        stream_ttl_ms = int((s.stream_ttl_s + s.model_timeout_s) * 1000)
+        stream_ttl_ms = ms(s.stream_ttl_s + s.model_timeout_s)
+        lease_scripts = LeaseScripts(
+            claim=Claim(redis, keys, s),
+            renew=Renew(redis, keys),
+            advance=Advance(redis, keys, s),
+            handback=Handback(redis, keys),
+        )
         return cls(
             s,
-            Keys(s.key_prefix),
+            keys,
             redis,
-            Scripts.load(redis),
+            lease_scripts,
+            Sweep(redis, keys, s),
             build_model(s),
             worker_id,
             StreamWriter(redis, stream_ttl_ms),

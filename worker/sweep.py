@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from producer.jobs import DrainJob, in_progress_key
 from worker.runtime import RUNTIME, Runtime
 
 log = logging.getLogger("chatlane.sweep")
@@ -15,10 +14,7 @@ _BATCH = 500
 async def sweep(ctx: dict[str, Any]) -> int:
     """Queue a drain for every pending session that has no lease and no live drain job."""
     rt: Runtime = ctx[RUNTIME]
-    keys, s = rt.keys, rt.settings
-    # arq keeps a started job's in-progress key for job_timeout + 10 s.
-    in_progress_ttl_ms = int((s.job_timeout_s + 10) * 1000)
-    presumed_dead_ms = s.lease_ttl_ms
+    keys = rt.keys
     requeued = 0
     cursor = 0
     while True:
@@ -27,18 +23,12 @@ async def sweep(ctx: dict[str, Any]) -> int:
             async with rt.redis.pipeline(transaction=False) as pipe:
                 for sid in sessions:
                     pipe.exists(keys.session(sid).lease)
-                    pipe.get(keys.session(sid).drain)
+                    pipe.get(keys.session(sid).drain_job)
                 res = await pipe.execute()
             for i, sid in enumerate(sessions):
-                held, flag = res[2 * i], res[2 * i + 1]
-                if held:
-                    continue
-                sk, job = keys.session(sid), DrainJob.new(sid)
-                requeued += await rt.scripts.sweep(
-                    keys=[sk.lease, sk.inbox, sk.drain, keys.pending, job.key, keys.queue,
-                          in_progress_key(flag or job.job_id)],
-                    args=[sid, flag or "", *job.argv(), in_progress_ttl_ms, presumed_dead_ms],
-                )  # fmt: skip
+                held, job_id = res[2 * i], res[2 * i + 1]
+                if not held:
+                    requeued += await rt.sweep(session_id=sid, observed_job_id=job_id)
         if cursor == 0:
             break
     if requeued:

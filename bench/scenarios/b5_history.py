@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from bench.env import Bench
 from bench.report import Row, Sample, Target, fmt, times
 from bench.stats import median
+from chatlane.keys import Keys
+from chatlane.messages import encode_message, turn_messages
 from producer import ChatProducer
-from producer.history import encode_message, turn_messages
-from producer.keys import Keys
 
 ID = "B5"
 LONG, MID, SHORT = 10_000, 1_000, 10

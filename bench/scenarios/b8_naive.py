@@ -28,8 +28,8 @@ from bench.load import (
 from bench.naive import LOCK_RETRY_DEFER_S, times_key
 from bench.report import Row, Sample, fmt
 from bench.stats import percentile
+from chatlane.messages import decode_messages, turn_id_of
 from producer import ChatProducer
-from producer.history import decode_messages, turn_id_of
 
 ID = "B8"
 DELAY_MS = 100

@@ -15,13 +15,13 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from chatlane.keys import Keys
+from chatlane.stream import EventType, chunk_fields
 from devkit.api_server import ServedApp
 from devkit.http_client import parse_sse
 from devkit.redis_server import RedisServer, free_port
 from producer import Settings
 from producer.api import create_app
-from producer.keys import Keys
-from producer.stream import EventType, chunk_fields
 from tests.conftest import keys_with_prefix, sid
 from tests.http.conftest import Api
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from chatlane.keys import Keys
+from chatlane.messages import turn_id_of
 from devkit.check import check
 from devkit.http_client import HttpApiError, HttpChatClient, SseEvent
 from producer import ChatProducer, TurnState, TurnStatus
-from producer.history import turn_id_of
-from producer.keys import Keys
 from tests.conftest import sid, wait_async
 from tests.http.conftest import API_KEY, Api
 

@@ -1,4 +1,4 @@
-"""The worker process: arq's ``Worker`` made to outlive Redis outages. Run it with ``python -m worker``.
+"""arq's ``Worker`` made to outlive Redis outages; ``python -m worker`` runs one.
 
 arq's poll loop lets any Redis error escape ``Worker.main``, which ends the process: one Redis
 restart or network blip stops every worker for good (python-arq/arq#435, #498; redis-py's own
@@ -22,14 +22,13 @@ from arq.logs import default_log_config
 from arq.worker import Worker, get_kwargs
 from redis import exceptions as redis_errors
 
-from worker.runtime import RUNTIME, Runtime
+from chatlane.connection import REDIS_DOWN
+from chatlane.settings import Settings
+from worker.arq_settings import worker_settings
+from worker.runtime import RESILIENT, RUNTIME, Runtime
 
 log = logging.getLogger("chatlane.worker")
 
-# The errors that mean "Redis is not answering right now"; builtin TimeoutError is an OSError.
-REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
-# ctx flag the startup hook checks, so a worker started under plain ``arq`` says what it lacks.
-RESILIENT = "chatlane_resilient_worker"
 STARTUP_RETRIES = 1_000_000  # one a second: wait for Redis at start-up as long as it takes
 
 
@@ -104,7 +103,7 @@ class ChatlaneWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:
             await super().start_jobs(job_ids)
-        except (*REDIS_DOWN, redis_errors.WatchError) as e:
+        except (*REDIS_DOWN, redis_errors.WatchError) as e:  # type: ignore[misc]
             # arq takes a job slot (semaphore + counter) before its Redis round trips for the
             # job, and gives it back only on the errors it expects: a connection error there
             # would leak the slot for good, and enough outages would leave no slot to run on.
@@ -125,11 +124,9 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def main() -> None:
-    from worker.settings import WorkerSettings
-
+def run_worker(settings: Settings) -> None:
     logging.config.dictConfig(log_config())
-    kwargs: dict[str, Any] = get_kwargs(WorkerSettings)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = get_kwargs(worker_settings(settings))
     # A worker started while Redis is away waits for it (arq gives up after 5 s by default):
     # exiting would hand recovery to a process manager's restart backoff, often minutes.
     kwargs["redis_settings"] = dataclasses.replace(kwargs["redis_settings"], conn_retries=STARTUP_RETRIES)

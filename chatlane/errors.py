@@ -1,22 +1,26 @@
-"""Errors raised by the producer API; each carries a stable machine-readable ``code``."""
+"""Errors of chatlane; each carries a stable machine-readable ``code`` and the HTTP status the API answers with."""
 
 from __future__ import annotations
 
 
 class ChatlaneError(Exception):
     code = "chatlane_error"
+    http_status = 400
 
 
 class InvalidInput(ChatlaneError, ValueError):
     code = "invalid_input"
+    http_status = 422
 
 
 class TextTooLong(InvalidInput):
     code = "text_too_long"
+    http_status = 413
 
 
 class TurnNotFound(ChatlaneError, LookupError):
     code = "turn_not_found"
+    http_status = 404
 
     def __init__(self, turn_id: str) -> None:
         super().__init__(f"no turn with id {turn_id!r} (unknown, or expired after it ended)")
@@ -25,6 +29,7 @@ class TurnNotFound(ChatlaneError, LookupError):
 
 class IdempotencyConflict(ChatlaneError):
     code = "idempotency_conflict"
+    http_status = 409
 
     def __init__(self, key: str, turn_id: str) -> None:
         super().__init__(f"idempotency key {key!r} already names turn {turn_id} with a different text")
@@ -34,6 +39,7 @@ class IdempotencyConflict(ChatlaneError):
 
 class TurnNotCancellable(ChatlaneError):
     code = "turn_not_cancellable"
+    http_status = 409
 
     def __init__(self, turn_id: str, state: str) -> None:
         super().__init__(f"turn {turn_id} is {state}; only queued turns can be cancelled")
@@ -43,6 +49,7 @@ class TurnNotCancellable(ChatlaneError):
 
 class QueueFull(ChatlaneError):
     code = "session_queue_full"
+    http_status = 429
 
     def __init__(self, session_id: str, limit: int) -> None:
         super().__init__(f"session {session_id!r} already has {limit} waiting turns; retry later")
@@ -52,7 +59,18 @@ class QueueFull(ChatlaneError):
 
 class WaitTimeout(ChatlaneError, TimeoutError):
     code = "wait_timeout"
+    http_status = 504
 
 
 class RedisUnavailable(ChatlaneError, ConnectionError):
     code = "redis_unavailable"
+    http_status = 503
+
+
+class LeaseLost(Exception):
+    """A fenced script found the session's lease held by someone else (or expired): nothing was
+    written. Not a ChatlaneError: it never reaches a client, the drain handles it."""
+
+    def __init__(self, lease_key: str) -> None:
+        super().__init__(f"lease {lease_key} is no longer ours")
+        self.lease_key = lease_key

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from producer.errors import InvalidInput, TextTooLong
+from chatlane.errors import InvalidInput, TextTooLong
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces

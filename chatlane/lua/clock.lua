@@ -1,4 +1,4 @@
--- clock: library prepended to scripts that stamp times (see scripts.py).
+-- clock: library (see chatlane/scripts/loader.py) for scripts that stamp times.
 -- Redis' own clock, so workers on hosts with skewed clocks still share one timeline.
 local function redis_now_ms()
   local t = redis.call("TIME")

@@ -1,5 +1,6 @@
--- begin_head: library prepended to the scripts that start a session's next turn, claim.lua and
--- advance.lua (see scripts.py). Needs the clock and end_turn libraries before it.
+--! use: end_turn
+-- begin_head: library (see chatlane/scripts/loader.py) for the scripts that start a session's
+-- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
 -- {"turn", id, text, attempts, started_ms}. With the inbox empty it releases the lease, takes
@@ -9,7 +10,7 @@
 --   lease_key, inbox_key, stats_key, pending_key, session_id
 --   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
 --   turn_ttl_ms, stream_ttl_ms   retention of a turn failed here
--- Stream entries use the fields of producer/stream.py: t=type, a=attempt.
+-- Stream entries use the fields of chatlane/stream.py: t=type, a=attempt.
 local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix,
                           max_attempts, now_ms, turn_ttl_ms, stream_ttl_ms)
   while true do

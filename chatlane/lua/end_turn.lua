@@ -1,7 +1,7 @@
--- end_turn: library prepended to scripts that end a turn (see scripts.py).
+-- end_turn: library (see chatlane/scripts/loader.py) for scripts that end a turn.
 --
 -- Marks the turn record terminal, starts the retention clocks of the record, its idempotency
--- key and its token stream, and writes the stream's final entry (fields of producer/stream.py:
+-- key and its token stream, and writes the stream's final entry (fields of chatlane/stream.py:
 -- t=type, s=state). It does not touch the inbox: callers pop or remove the turn themselves.
 --   turn_key   the turn record (HASH)      stream_key  its token stream
 --   state      "completed" | "failed" | "cancelled"
@@ -17,4 +17,3 @@ local function end_turn(turn_key, stream_key, state, field, value, now_ms, turn_
   redis.call("XADD", stream_key, "*", "t", "end", "s", state)
   redis.call("PEXPIRE", stream_key, stream_ttl_ms)
 end
-

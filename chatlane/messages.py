@@ -33,3 +33,11 @@ def turn_messages(turn_id: str, text: str, reply: AIMessage) -> tuple[HumanMessa
 
 def turn_id_of(msg: BaseMessage) -> str | None:
     return msg.id.rsplit(":", 1)[0] if msg.id else None
+
+
+def page_bounds(total: int, limit: int | None, before: int | None) -> tuple[int, int]:
+    """``[start, end)`` of the page of up to ``limit`` messages just before index ``before``
+    (default: the newest) in a history of ``total`` messages; all of them when ``limit`` is None."""
+    end = total if before is None else max(0, min(before, total))
+    start = 0 if limit is None else max(0, end - limit)
+    return start, end

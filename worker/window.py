@@ -9,7 +9,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from redis.asyncio import Redis
 
-from producer.history import decode_messages
+from chatlane.messages import decode_messages
 
 # History entries read first; claim.lua returns them together with the lease.
 FIRST_BATCH = 32

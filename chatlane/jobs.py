@@ -37,12 +37,11 @@ class DrainJob:
     payload: bytes
     score_ms: int
 
+    expires_ms: int = DRAIN_JOB_EXPIRES_MS
+
     @property
     def key(self) -> str:
         return job_key(self.job_id)
-
-    def argv(self) -> list[Any]:
-        return [self.job_id, self.payload, self.score_ms, DRAIN_JOB_EXPIRES_MS]
 
     @classmethod
     def new(cls, session_id: str) -> DrainJob:

@@ -1,60 +1,67 @@
-"""Configuration shared by producers and workers (env prefix ``CHATLANE_``, ``.env`` supported)."""
+"""Configuration shared by producers and workers (env prefix ``CHATLANE_``, ``.env`` supported).
+
+The fields come in groups, one class each; ``Settings`` is all of them in one flat object so an
+environment variable keeps its plain name (``CHATLANE_REDIS_URL``, ``CHATLANE_LEASE_TTL_MS``).
+Nothing here is read at import time: ``get_settings()`` reads the environment once, on first use.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
+def ms(seconds: float) -> int:
+    """Seconds (settings) to milliseconds (what the Lua scripts and PX/PEXPIRE take)."""
+    return int(seconds * 1000)
 
+
+class RedisConfig(BaseModel):
     redis_url: str = DEFAULT_REDIS_URL
     # How long a client waits to connect to Redis, and for one command's answer (a blocking
     # stream read adds its block time), before the call fails with RedisUnavailable.
     redis_timeout_s: float = Field(2.0, gt=0)
     key_prefix: str = Field("chatlane", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
-    # model
+
+class ModelConfig(BaseModel):
+    # "fake" (offline, deterministic) or any init_chat_model string, e.g. "openai:gpt-4o-mini"
     model: str = "fake"
-    fake_delay_ms: int = Field(0, ge=0)
-    fake_chunks: int = Field(8, ge=1)
-    # fault injection for soaks and demos (probabilities per generation attempt)
-    fake_fail_rate: float = Field(0.0, ge=0, le=1)
-    fake_midstream_fail_rate: float = Field(0.0, ge=0, le=1)
-    fake_hang_rate: float = Field(0.0, ge=0, le=1)
     system_prompt: str = "You are a helpful assistant."
     history_max_tokens: int = Field(4000, ge=1)
     model_timeout_s: float = Field(120.0, gt=0)
-
-    # HTTP API: comma-separated bearer keys; empty = no auth (the app warns at start)
-    api_keys: SecretStr = SecretStr("")
-
-    # input limits (checked before anything is written)
-    max_text_chars: int = Field(32000, ge=1)
-    max_queued_per_session: int = Field(100, ge=1)
-
     # per-turn retries of a failing generation
     max_attempts: int = Field(3, ge=1)
     retry_backoff_s: float = Field(0.5, ge=0)
     retry_backoff_max_s: float = Field(10.0, ge=0)
 
+
+class FakeModelConfig(BaseModel):
+    """The offline fake model's pace and its fault injection (soaks and demos)."""
+
+    fake_delay_ms: int = Field(0, ge=0)
+    fake_chunks: int = Field(8, ge=1)
+    # probabilities per generation attempt
+    fake_fail_rate: float = Field(0.0, ge=0, le=1)
+    fake_midstream_fail_rate: float = Field(0.0, ge=0, le=1)
+    fake_hang_rate: float = Field(0.0, ge=0, le=1)
+
+
+class LeaseConfig(BaseModel):
     # lease: a holder renews it every renew interval (default ttl/3) and gives it up once no
     # renewal has succeeded for ttl - interval; a dead holder is replaced within ttl + sweep
     # interval (+ poll delay). See docs/faults.md for the trade-offs.
     lease_ttl_ms: int = Field(5000, ge=300)
     lease_renew_interval_ms: int | None = Field(None, ge=50)
     sweep_interval_s: int = Field(1, ge=1, le=60)
-
     # a drain job re-enqueues itself after this many seconds, and after this many turns if other
     # drain jobs wait for a slot (with none waiting it keeps the session: no poll-delay gap)
     drain_max_turns: int = Field(16, ge=1)
     drain_max_seconds: float = Field(60.0, gt=0)
-
     # arq
     max_jobs: int = Field(100, ge=1)
     # An enqueue on an idle worker waits for arq's next poll. `python -m bench --poll-sweep`:
@@ -63,9 +70,23 @@ class Settings(BaseSettings):
     poll_delay_s: float = Field(0.01, gt=0)
     shutdown_grace_s: int = Field(20, ge=0)
 
+
+class ApiConfig(BaseModel):
+    # HTTP API: comma-separated bearer keys; empty = no auth (the app warns at start)
+    api_keys: SecretStr = SecretStr("")
+
+
+class LimitsConfig(BaseModel):
+    # input limits (checked before anything is written)
+    max_text_chars: int = Field(32000, ge=1)
+    max_queued_per_session: int = Field(100, ge=1)
     # retention of finished turns, their idempotency keys and token streams
     turn_ttl_s: int = Field(86400, ge=1)
     stream_ttl_s: int = Field(600, ge=1)
+
+
+class Settings(BaseSettings, RedisConfig, ModelConfig, FakeModelConfig, LeaseConfig, ApiConfig, LimitsConfig):
+    model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -83,6 +104,14 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+    @property
+    def turn_ttl_ms(self) -> int:
+        return ms(self.turn_ttl_s)
+
+    @property
+    def stream_ttl_ms(self) -> int:
+        return ms(self.stream_ttl_s)
 
     @property
     def job_timeout_s(self) -> float:

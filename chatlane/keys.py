@@ -19,7 +19,7 @@ class SessionKeys:
     history: str  # LIST of JSON messages, oldest first
     lease: str  # STRING holder token, PX ttl
     fence: str  # counter, bumped by every claim
-    drain: str  # STRING arq job id of the drain job queued for this session, if any
+    drain_job: str  # STRING id of the arq drain job queued for this session, if any
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Keys:
             history=f"{base}:history",
             lease=f"{base}:lease",
             fence=f"{base}:fence",
-            drain=f"{base}:drain",
+            drain_job=f"{base}:drain",
         )
 
     def idempotency(self, session_id: str, key: str) -> str:

@@ -1,0 +1,60 @@
+--! use: clock end_turn begin_head
+-- advance: the fenced step of a drain. Finishes the head turn (commit or fail) and begins the
+-- next one, in one atomic script, so a busy session costs about one round trip per turn.
+--
+-- Returns one of
+--   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
+--                 fence: a paused or partitioned ex-holder can never commit.
+--   {"turn", id, text, attempts, started_ms}   the next turn is now running (attempt counted)
+--   {"released"}  the inbox is empty: lease deleted, session left the pending set
+--   {"stopped"}   `next` was "stop"
+-- Beginning the next turn is begin_head's (begin_head.lua), shared with claim.lua.
+local lease_key     = KEYS[1]
+local inbox_key     = KEYS[2]
+local history_key   = KEYS[3]
+local stats_key     = KEYS[4]  -- fleet counters (HASH)
+local pending_key   = KEYS[5]  -- pending sessions (SET)
+local token         = ARGV[1]  -- our lease token
+local ttl_ms        = ARGV[2]
+local prefix        = ARGV[3]  -- turn key prefix
+local suffix        = ARGV[4]  -- stream key suffix
+local finish_id     = ARGV[5]  -- id of the turn to finish, or "" to only begin
+local outcome       = ARGV[6]  -- "completed" | "failed"
+local result        = ARGV[7]  -- reply text, or error text
+local user_json     = ARGV[8]  -- user message (only for "completed")
+local ai_json       = ARGV[9]  -- AI message (only for "completed")
+local turn_ttl_ms   = ARGV[10] -- retention of finished turn records and idempotency keys
+local stream_ttl_ms = ARGV[11] -- retention of a finished turn's token stream
+local next_step     = ARGV[12] -- "begin": begin the next head turn, releasing the lease if the inbox
+                               -- is empty; "stop": begin nothing, keep the lease (the caller hands back)
+local max_attempts  = tonumber(ARGV[13])
+local session_id    = ARGV[14]
+
+if redis.call("GET", lease_key) ~= token then
+  if finish_id ~= "" then
+    redis.call("HINCRBY", stats_key, "stale_commits_rejected", 1)
+  end
+  return {"lost"}
+end
+local now_ms = redis_now_ms()
+
+if finish_id ~= "" then
+  if redis.call("LINDEX", inbox_key, 0) ~= finish_id then
+    return redis.error_reply("chatlane: turn " .. finish_id .. " is not at the head of its inbox")
+  end
+  local tk = prefix .. finish_id
+  redis.call("LPOP", inbox_key)
+  if outcome == "completed" then
+    redis.call("RPUSH", history_key, user_json, ai_json)
+    end_turn(tk, tk .. suffix, "completed", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms)
+  else
+    end_turn(tk, tk .. suffix, "failed", "error", result, now_ms, turn_ttl_ms, stream_ttl_ms)
+  end
+end
+
+redis.call("PEXPIRE", lease_key, ttl_ms)
+if next_step == "stop" then
+  return {"stopped"}
+end
+return begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts, now_ms,
+  turn_ttl_ms, stream_ttl_ms)

@@ -1,0 +1,50 @@
+--! use: clock begin_head
+-- claim: take a session's lease for a drain job and begin its head turn, or say why not.
+--
+-- Returns {1, token, step, tail} on success: token = "<fence>:<holder>", unique for all time per
+--   session; step is what begin_head returned ({"turn", ...}, or {"released"} if no head turn was
+--   runnable); tail is the newest `tail_len` history entries, oldest first (the drain's window
+--   starts there). Beginning and reading here saves a drain two round trips before its first turn.
+--   The drain-job key is cleared (the next enqueue after our release must queue a new job), and
+--   this job leaves arq's queue: while it holds the lease, recovery is the lease's business
+--   (expiry + sweep), and arq would otherwise re-check the running job on every poll.
+-- Returns {0, ""} if another holder has the lease; {-1, ""} if the inbox is empty (the session
+--   leaves the pending set, the drain-job key is cleared).
+local lease_key     = KEYS[1]
+local fence_key     = KEYS[2]  -- fence counter
+local inbox_key     = KEYS[3]
+local drain_job_key = KEYS[4]
+local pending_key   = KEYS[5]  -- pending sessions (SET)
+local queue_key     = KEYS[6]  -- arq queue (ZSET)
+local stats_key     = KEYS[7]  -- fleet counters (HASH)
+local history_key   = KEYS[8]
+local session_id    = ARGV[1]
+local holder        = ARGV[2]  -- worker id
+local ttl_ms        = ARGV[3]
+local job_id        = ARGV[4]  -- this arq job's id
+local prefix        = ARGV[5]  -- turn key prefix
+local suffix        = ARGV[6]  -- stream key suffix
+local max_attempts  = tonumber(ARGV[7])
+local turn_ttl_ms   = ARGV[8]
+local stream_ttl_ms = ARGV[9]
+local tail_len      = tonumber(ARGV[10])
+
+if redis.call("EXISTS", lease_key) == 1 then
+  return {0, ""}
+end
+if redis.call("LLEN", inbox_key) == 0 then
+  redis.call("DEL", drain_job_key)
+  redis.call("SREM", pending_key, session_id)
+  return {-1, ""}
+end
+local token = redis.call("INCR", fence_key) .. ":" .. holder
+redis.call("SET", lease_key, token, "PX", ttl_ms)
+redis.call("DEL", drain_job_key)
+redis.call("ZREM", queue_key, job_id)
+local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
+  redis_now_ms(), turn_ttl_ms, stream_ttl_ms)
+local tail = {}
+if step[1] == "turn" then
+  tail = redis.call("LRANGE", history_key, -tail_len, -1)
+end
+return {1, token, step, tail}

@@ -1,0 +1,37 @@
+--! use: queue_drain
+-- handback: give a session back to the fleet while turns still wait (drain budget spent,
+-- worker shutting down, or the drain job cancelled mid-turn).
+--
+-- Returns 0 if the lease is not ours (nothing written); 1 if the inbox was empty (lease
+-- released, session left pending); 2 if a new drain job was queued and the lease released.
+-- A head turn left "running" by an interrupted generation goes back to "queued": it has not
+-- been committed and will run again (its attempt stays counted).
+local lease_key     = KEYS[1]
+local inbox_key     = KEYS[2]
+local drain_job_key = KEYS[3]
+local pending_key   = KEYS[4]  -- pending sessions (SET)
+local job_key       = KEYS[5]  -- arq job key for job_id
+local queue_key     = KEYS[6]  -- arq queue (ZSET)
+local token         = ARGV[1]  -- our lease token
+local session_id    = ARGV[2]
+local job_id        = ARGV[3]  -- the new drain job
+local job_payload   = ARGV[4]
+local job_score_ms  = ARGV[5]
+local job_expiry_ms = ARGV[6]
+local prefix        = ARGV[7]  -- turn key prefix
+
+if redis.call("GET", lease_key) ~= token then
+  return 0
+end
+redis.call("DEL", lease_key)
+local head = redis.call("LINDEX", inbox_key, 0)
+if not head then
+  redis.call("SREM", pending_key, session_id)
+  return 1
+end
+local tk = prefix .. head
+if redis.call("HGET", tk, "state") == "running" then
+  redis.call("HSET", tk, "state", "queued")
+end
+queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_score_ms, job_expiry_ms)
+return 2

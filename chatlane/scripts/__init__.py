@@ -1,0 +1,32 @@
+"""One typed wrapper per Lua script in ``chatlane/lua``; each is its script's only caller.
+
+A wrapper takes its arguments by name, builds the KEYS and ARGV lists the script's header
+describes, and turns the script's answer into a typed value or a typed error.
+"""
+
+from chatlane.scripts.advance import Advance, Finish
+from chatlane.scripts.cancel import Cancel
+from chatlane.scripts.claim import Claim, Claimed
+from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
+from chatlane.scripts.handback import Handback
+from chatlane.scripts.renew import Renew
+from chatlane.scripts.steps import Begun, Released, Step, Stopped
+from chatlane.scripts.sweep import Sweep
+
+__all__ = [
+    "Accepted",
+    "Advance",
+    "Begun",
+    "Cancel",
+    "Claim",
+    "Claimed",
+    "Duplicate",
+    "Enqueue",
+    "Finish",
+    "Handback",
+    "Released",
+    "Renew",
+    "Step",
+    "Stopped",
+    "Sweep",
+]

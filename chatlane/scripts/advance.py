@@ -1,0 +1,45 @@
+"""Typed caller of ``advance.lua``: the fenced commit of a turn plus the begin of the next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from chatlane.keys import Keys
+from chatlane.scripts.loader import register
+from chatlane.scripts.steps import Step, parse_step
+from chatlane.settings import Settings
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How the head turn ends: completed with its history entries, or failed with an error."""
+
+    turn_id: str
+    completed: bool
+    text: str  # the reply, or the error
+    entries: tuple[str, ...] = ()  # encoded history entries to append (only when completed)
+
+
+class Advance:
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+        self._script = register(redis, "advance")
+        self._keys = keys
+        self._settings = settings
+
+    async def __call__(self, *, session_id: str, token: str, finish: Finish | None, begin: bool) -> Step:
+        """Raises LeaseLost, having written nothing, when ``token`` no longer holds the lease."""
+        k, s, sk = self._keys, self._settings, self._keys.session(session_id)
+        turn_id, state, text, user, ai = "", "", "", "", ""
+        if finish is not None:
+            turn_id, text = finish.turn_id, finish.text
+            state = "completed" if finish.completed else "failed"
+            if finish.completed:
+                user, ai = finish.entries
+        res = await self._script(
+            keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending],
+            args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text, user, ai,
+                  s.turn_ttl_ms, s.stream_ttl_ms, "begin" if begin else "stop", s.max_attempts, session_id],
+        )  # fmt: skip
+        return parse_step(res, sk.lease)

@@ -1,0 +1,28 @@
+"""Typed caller of ``handback.lua``: give a held session back to the fleet."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from chatlane.errors import LeaseLost
+from chatlane.jobs import DrainJob
+from chatlane.keys import Keys
+from chatlane.scripts.loader import register
+
+
+class Handback:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._script = register(redis, "handback")
+        self._keys = keys
+
+    async def __call__(self, *, session_id: str, token: str) -> bool:
+        """True if turns still wait and a new drain job was queued for them; False if the inbox was
+        empty. Either way the lease is released. Raises LeaseLost (nothing written) if not ours."""
+        k, sk, job = self._keys, self._keys.session(session_id), DrainJob.new(session_id)
+        res = await self._script(
+            keys=[sk.lease, sk.inbox, sk.drain_job, k.pending, job.key, k.queue],
+            args=[token, session_id, job.job_id, job.payload, job.score_ms, job.expires_ms, k.turn_prefix],
+        )
+        if res == 0:
+            raise LeaseLost(sk.lease)
+        return bool(res == 2)

@@ -1,0 +1,44 @@
+"""What begin_head.lua answers (through claim.lua and advance.lua): the turn it began, or why none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chatlane.errors import LeaseLost
+
+
+@dataclass(frozen=True)
+class Begun:
+    """The session's head turn is now running; ``attempt`` counts this try."""
+
+    turn_id: str
+    text: str
+    attempt: int
+    started_ms: int
+
+
+@dataclass(frozen=True)
+class Released:
+    """The inbox was empty: the lease is deleted and the session left the pending set."""
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The turn was finished and nothing begun; the lease is still held (to hand back)."""
+
+
+Step = Begun | Released | Stopped
+
+
+def parse_step(res: list[Any], lease_key: str) -> Step:
+    kind = res[0]
+    if kind == "turn":
+        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]))
+    if kind == "released":
+        return Released()
+    if kind == "stopped":
+        return Stopped()
+    if kind == "lost":
+        raise LeaseLost(lease_key)
+    raise ValueError(f"unexpected answer from a chatlane script: {res!r}")

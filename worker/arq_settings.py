@@ -1,0 +1,80 @@
+"""arq's settings for a chatlane worker, built from ``chatlane.Settings`` by ``worker_settings``.
+
+``python -m worker`` (``worker.resilient``) runs them; ``arq worker.WorkerSettings`` does too,
+with arq's plain worker. arq reads only a class's own ``__dict__``, so the class is built whole
+here rather than subclassed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from typing import Any
+
+from arq import cron, func
+from arq.connections import RedisSettings
+
+from chatlane.jobs import DRAIN, job_deserializer, job_serializer
+from chatlane.keys import Keys
+from chatlane.settings import Settings
+from worker.drain import drain
+from worker.runtime import RESILIENT, RUNTIME, Runtime
+from worker.sweep import sweep
+
+log = logging.getLogger("chatlane.worker")
+
+
+def worker_settings(s: Settings) -> type:
+    async def startup(ctx: dict[str, Any]) -> None:
+        rt = Runtime.create(s)
+        ctx[RUNTIME] = rt
+        rt.tasks.append(asyncio.create_task(rt.heartbeat()))
+        # Everything loaded so far (LangChain, the model client, arq) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise stall the loop for ~40 ms at
+        # random turns (bench B3/B4 tails).
+        gc.freeze()
+        log.info("chatlane worker %s up (model=%s, max_jobs=%d)", rt.worker_id, s.model, s.max_jobs)
+        if not ctx.get(RESILIENT):
+            log.warning(
+                "started by plain arq: the first Redis outage will end this process, and SIGTERM cancels "
+                "turns in flight instead of finishing them; run `python -m worker`"
+            )
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        rt: Runtime | None = ctx.get(RUNTIME)
+        if rt is not None:
+            await rt.close()
+
+    settings: dict[str, Any] = {
+        "functions": [func(drain, name=DRAIN, max_tries=1_000_000)],
+        "cron_jobs": [
+            cron(
+                sweep,
+                name="chatlane-sweep",
+                second=set(range(0, 60, s.sweep_interval_s)),
+                unique=True,
+                run_at_startup=True,
+                timeout=60,
+                max_tries=1,
+            )
+        ],
+        "redis_settings": RedisSettings.from_dsn(s.redis_url),
+        "queue_name": Keys(s.key_prefix).queue,
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": s.max_jobs,
+        "poll_delay": s.poll_delay_s,
+        "job_timeout": s.job_timeout_s,
+        # Results are not used; not storing them saves a write and memory per job.
+        "keep_result": 0,
+        # Claimed drains leave the queue (claim.lua), so it holds only waiting jobs; read them all.
+        "queue_read_limit": max(1000, 10 * s.max_jobs),
+        "job_completion_wait": s.shutdown_grace_s,
+        "health_check_interval": 10,
+        # A drain's retries are the turn's attempts, counted in Redis, not arq's job tries.
+        "max_tries": 1_000_000,
+    }
+    return type("WorkerSettings", (), settings)
