@@ -20,11 +20,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from chatlane.keys import Keys
-from devkit.processes import WorkerProcess, worker_env
+from devkit.processes import CHATLANE_APP, WorkerProcess, worker_env
 from devkit.redis_server import RedisServer
 from producer import Settings
 
-CHATLANE = "worker.WorkerSettings"
+CHATLANE = CHATLANE_APP
 BARE_ARQ = "bench.baselines.WorkerSettings"
 # arq writes this key on its first poll: a worker that wrote it is consuming its queue.
 _HEALTH_SUFFIX = ":health-check"
