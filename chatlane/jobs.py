@@ -35,8 +35,6 @@ class DrainJob:
 
     job_id: str
     payload: bytes
-    score_ms: int
-
     expires_ms: int = DRAIN_JOB_EXPIRES_MS
 
     @property
@@ -45,9 +43,11 @@ class DrainJob:
 
     @classmethod
     def new(cls, session_id: str) -> DrainJob:
-        now_ms = int(time.time() * 1000)
-        payload = serialize_job(DRAIN, (session_id,), {}, None, now_ms, serializer=job_serializer)
-        return cls(uuid.uuid4().hex, payload, now_ms)
+        # The job is due at once: queue_drain.lua scores it with Redis' own clock, so a producer
+        # whose clock is off cannot delay (or strand) the session. The enqueue time inside the
+        # payload is informational only (arq logs it).
+        payload = serialize_job(DRAIN, (session_id,), {}, None, int(time.time() * 1000), serializer=job_serializer)
+        return cls(uuid.uuid4().hex, payload)
 
 
 def job_key(job_id: str) -> str:

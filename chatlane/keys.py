@@ -42,6 +42,11 @@ class Keys:
         return f"{self.prefix}:stats"
 
     @property
+    def sweep_turn(self) -> str:
+        """STRING with PX: the worker whose turn it is to sweep this interval (one sweep per interval)."""
+        return f"{self.prefix}:sweep"
+
+    @property
     def workers(self) -> str:
         """ZSET worker id -> last heartbeat (epoch ms)."""
         return f"{self.prefix}:workers"

@@ -40,8 +40,9 @@ class ModelConfig(BaseModel):
     retry_backoff_max_s: float = Field(10.0, ge=0)
 
 
-class FakeModelConfig(BaseModel):
-    """The offline fake model's pace and its fault injection (soaks and demos)."""
+class FaultConfig(BaseModel):
+    """The offline fake model's pace and its fault injection (soaks and demos), and the one
+    deliberate mutation the G1 tests use to show they can fail."""
 
     fake_delay_ms: int = Field(0, ge=0)
     fake_chunks: int = Field(8, ge=1)
@@ -49,6 +50,8 @@ class FakeModelConfig(BaseModel):
     fake_fail_rate: float = Field(0.0, ge=0, le=1)
     fake_midstream_fail_rate: float = Field(0.0, ge=0, le=1)
     fake_hang_rate: float = Field(0.0, ge=0, le=1)
+    # A broken build for mutation tests: lease holders keep generating after losing the lease.
+    fault_ignore_lease_loss: bool = False
 
 
 class LeaseConfig(BaseModel):
@@ -57,11 +60,19 @@ class LeaseConfig(BaseModel):
     # interval (+ poll delay). See docs/faults.md for the trade-offs.
     lease_ttl_ms: int = Field(5000, ge=300)
     lease_renew_interval_ms: int | None = Field(None, ge=50)
+    # A holder stops generating (and writes nothing more) once this little of the TTL is left,
+    # counted from when its last successful claim or renewal was *sent*: it must be gone before
+    # Redis could let anyone else take the session, whatever its loop lag. Default ttl / 5.
+    lease_margin_ms: int | None = Field(None, ge=50)
     sweep_interval_s: int = Field(1, ge=1, le=60)
     # a drain job re-enqueues itself after this many seconds, and after this many turns if other
     # drain jobs wait for a slot (with none waiting it keeps the session: no poll-delay gap)
     drain_max_turns: int = Field(16, ge=1)
     drain_max_seconds: float = Field(60.0, gt=0)
+    # After this long a drain also gives its job slot up at the next turn boundary if another
+    # session's drain job has waited for a slot: with every slot busy, a recovered (or new) session
+    # waits at most this plus one turn, not drain_max_seconds.
+    drain_yield_after_s: float = Field(5.0, gt=0)
     # arq
     max_jobs: int = Field(100, ge=1)
     # An enqueue on an idle worker waits for arq's next poll. `python -m bench --poll-sweep`:
@@ -85,7 +96,7 @@ class LimitsConfig(BaseModel):
     stream_ttl_s: int = Field(600, ge=1)
 
 
-class Settings(BaseSettings, RedisConfig, ModelConfig, FakeModelConfig, LeaseConfig, ApiConfig, LimitsConfig):
+class Settings(BaseSettings, RedisConfig, ModelConfig, FaultConfig, LeaseConfig, ApiConfig, LimitsConfig):
     model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
 
     @model_validator(mode="after")
@@ -95,7 +106,20 @@ class Settings(BaseSettings, RedisConfig, ModelConfig, FakeModelConfig, LeaseCon
         if 2 * self.lease_renew_ms > self.lease_ttl_ms:
             # At least two renewals per TTL, so one slow or failed renewal does not lose it.
             raise ValueError("lease_renew_interval_ms must be at most lease_ttl_ms / 2")
+        if self.lease_renew_ms + self.lease_safety_ms >= self.lease_ttl_ms:
+            # A renewal must be due before the holder's own deadline, or it would give up every lease.
+            raise ValueError("lease_renew_interval_ms + lease_margin_ms must be below lease_ttl_ms")
         return self
+
+    @property
+    def lease_safety_ms(self) -> int:
+        return self.lease_margin_ms or self.lease_ttl_ms // 5
+
+    @property
+    def yield_grace_ms(self) -> int:
+        """How long a drain job may wait before a running drain yields its slot to it: a few of arq's
+        polls, so a job that an idle worker is about to pick up does not make busy drains yield."""
+        return max(50, ms(5 * self.poll_delay_s))
 
     @property
     def lease_renew_ms(self) -> int:

@@ -154,7 +154,9 @@ async def test_paused_holder_is_fenced_and_carries_on_after_resume(
     print(
         f"\nstale commits rejected {rejected}, losses noticed on renewal {on_renewal}, resumed after {waited[s]:.2f}s"
     )
-    assert rejected + on_renewal >= 1  # the paused holder learnt of its loss one way or the other
+    # The paused holder learnt of its loss one way or the other: from Redis (a rejected commit or
+    # renewal), or, since its deadline passed while it was stopped, from its own clock.
+    assert rejected + on_renewal >= 1 or "no renewal answered in time" in fleet.logs()
     assert waited[s] <= ttl_ms / 1000 + 1 + MARGIN_S
     await checked(producer, {s: [t.turn_id for t in turns]})
     assert [m.type for m in await producer.history(s)] == ["human", "ai"] * 4

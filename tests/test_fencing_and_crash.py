@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from chatlane.errors import LeaseLost
 from chatlane.jobs import job_key
 from chatlane.messages import encode_message, turn_messages
-from chatlane.scripts import Advance, Begun, Claim, Finish, Released
+from chatlane.scripts import Advance, Begun, Claim, Finish, Next, Released
 from devkit.check import check
 from devkit.faults import worker_pid
 from producer import ChatProducer, TurnState
@@ -44,13 +44,13 @@ async def test_stale_token_cannot_commit(fleet: Fleet, producer: ChatProducer, r
     # Another holder takes over (the old one was paused past its TTL).
     await raw_redis.set(sk.lease, "99:new-holder", px=10_000)
     with pytest.raises(LeaseLost):
-        await advance(session_id=s, token=claimed.token, finish=finish, begin=True)
+        await advance(session_id=s, token=claimed.token, finish=finish, ended=None, next=Next.begin)
     assert await raw_redis.llen(sk.history) == 0
     assert await raw_redis.lrange(sk.inbox, 0, -1) == [t.turn_id]
     assert (await producer.status(t.turn_id)).state is TurnState.running
     assert await raw_redis.hget(keys.stats, "stale_commits_rejected") == "1"
     # The new holder commits exactly once.
-    res = await advance(session_id=s, token="99:new-holder", finish=finish, begin=True)
+    res = await advance(session_id=s, token="99:new-holder", finish=finish, ended=None, next=Next.begin)
     assert isinstance(res, Released)
     assert await raw_redis.llen(sk.history) == 2
     assert (await producer.status(t.turn_id)).state is TurnState.completed

@@ -12,7 +12,7 @@ import gc
 import logging
 from typing import Any
 
-from arq import cron, func
+from arq import func
 from arq.connections import RedisSettings
 
 from chatlane.jobs import DRAIN, job_deserializer, job_serializer
@@ -20,7 +20,7 @@ from chatlane.keys import Keys
 from chatlane.settings import Settings
 from worker.drain import drain
 from worker.runtime import RESILIENT, RUNTIME, Runtime
-from worker.sweep import sweep
+from worker.sweep import sweeper
 
 log = logging.getLogger("chatlane.worker")
 
@@ -29,7 +29,7 @@ def worker_settings(s: Settings) -> type:
     async def startup(ctx: dict[str, Any]) -> None:
         rt = Runtime.create(s)
         ctx[RUNTIME] = rt
-        rt.tasks.append(asyncio.create_task(rt.heartbeat()))
+        rt.tasks.extend(asyncio.create_task(coro) for coro in (rt.heartbeat(), sweeper(rt), rt.evidence.run()))
         # Everything loaded so far (LangChain, the model client, arq) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall the loop for ~40 ms at
         # random turns (bench B3/B4 tails).
@@ -48,17 +48,6 @@ def worker_settings(s: Settings) -> type:
 
     settings: dict[str, Any] = {
         "functions": [func(drain, name=DRAIN, max_tries=1_000_000)],
-        "cron_jobs": [
-            cron(
-                sweep,
-                name="chatlane-sweep",
-                second=set(range(0, 60, s.sweep_interval_s)),
-                unique=True,
-                run_at_startup=True,
-                timeout=60,
-                max_tries=1,
-            )
-        ],
         "redis_settings": RedisSettings.from_dsn(s.redis_url),
         "queue_name": Keys(s.key_prefix).queue,
         "job_serializer": job_serializer,

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from chatlane.errors import LeaseLost
 from chatlane.messages import encode_message, turn_messages
-from chatlane.scripts import Begun, Finish, Step, Stopped
+from chatlane.scripts import AttemptEnd, Begun, Finish, Next, Step, Stopped
 from worker.lease import Lease
 from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
@@ -32,18 +32,20 @@ class SessionRunner:
         self.rt = rt
         self.session_id = session_id
         self.job_id = job_id
+        # The attempt generating now, or the end of the last one not yet recorded by a commit.
+        self._generating: Begun | None = None
+        self._ended: AttemptEnd | None = None
 
     async def run(self) -> str:
-        rt, s = self.rt, self.rt.settings
+        rt = self.rt
         claimed = await Lease.claim(
             rt.lease_scripts,
+            rt.lease_policy,
             session_id=self.session_id,
             lease_key=rt.keys.session(self.session_id).lease,
             holder=rt.worker_id,
             job_id=self.job_id,
             tail_len=FIRST_BATCH,
-            ttl_ms=s.lease_ttl_ms,
-            renew_ms=s.lease_renew_ms,
         )
         if claimed is None:
             return "not claimed (held elsewhere, or nothing waits)"
@@ -53,8 +55,10 @@ class SessionRunner:
             return await self._serve(lease, step, tail)
         except LeaseLost:
             log.warning("session %s: lease lost; the next holder re-runs the head turn", self.session_id)
+            self._record_unrecorded(lease)
             return "lease lost"
         except asyncio.CancelledError:
+            self._record_unrecorded(lease)
             # Worker shutdown past its grace (or job timeout): give the session back now
             # rather than make it wait for the lease to expire.
             try:
@@ -65,35 +69,41 @@ class SessionRunner:
         finally:
             await lease.stop()
 
+    def _record_unrecorded(self, lease: Lease) -> None:
+        """The end of a generation attempt that the fenced commit will not record."""
+        if self._generating is not None:
+            self.rt.evidence.add(lease.attempt_end(self._generating))
+        elif self._ended is not None:
+            self.rt.evidence.add(self._ended)
+        self._generating = self._ended = None
+
     async def _serve(self, lease: Lease, step: Step, tail: list[str]) -> str:
         """Serve turns from ``step`` (begun by claim.lua), with the window that ends in ``tail``."""
         rt, s = self.rt, self.rt.settings
         history_key = rt.keys.session(self.session_id).history
         window = await lease.guard(load_window(rt.redis, history_key, s.history_max_tokens, tail))
-        started, served, budget = time.monotonic(), 0, s.drain_max_turns
+        started, served = time.monotonic(), 0
         while isinstance(step, Begun):
             finish, messages = await self._run_turn(lease, window.messages, step)
             served += 1
-            if served >= budget and not await self._others_waiting():
-                # The turn budget lets waiting sessions have the slot. With none waiting, handing
-                # back would only make this session wait one poll delay (bench B3: that wait was
-                # the p99 of the handoff between queued turns).
-                budget += s.drain_max_turns
-            more = served < budget and time.monotonic() - started < s.drain_max_seconds and not rt.stopping.is_set()
-            step = await lease.advance(finish, begin=more)
+            held_s = time.monotonic() - started
+            if held_s >= s.drain_max_seconds or rt.stopping.is_set():
+                nxt = Next.stop
+            elif served % s.drain_max_turns == 0 or held_s >= s.drain_yield_after_s:
+                # Let a session whose drain job waits for a slot have ours (advance.lua decides,
+                # atomically with the begin). With none waiting, handing back would only make this
+                # session wait one poll delay (bench B3: that wait was the p99 of the handoff).
+                nxt = Next.yield_
+            else:
+                nxt = Next.begin
+            step = await lease.advance(finish, self._ended, nxt)
+            self._ended = None
             if messages:
                 window.extend(messages)
         if isinstance(step, Stopped):
             await lease.handback()
             return f"handed back after {served} turn(s)"
         return f"drained {served} turn(s)"
-
-    async def _others_waiting(self) -> bool:
-        """Whether a drain job is due and not started (claimed drains leave arq's queue). The
-        sweep's cron job does not count: it is due every second and holds a slot only briefly.
-        Drain job ids are bare uuids (DrainJob.new); arq names cron jobs "<name>:<ms>"."""
-        due = await self.rt.redis.zrangebyscore(self.rt.keys.queue, "-inf", int(time.time() * 1000), start=0, num=2)
-        return any(":" not in job_id for job_id in due)
 
     async def _run_turn(
         self, lease: Lease, window: list[BaseMessage], turn: Begun
@@ -103,7 +113,11 @@ class SessionRunner:
         s = self.rt.settings
         while True:
             try:
-                reply = await lease.guard(asyncio.wait_for(self._generate(window, turn), s.model_timeout_s))
+                self._generating = turn
+                try:
+                    reply = await lease.guard(asyncio.wait_for(self._generate(window, turn), s.model_timeout_s))
+                finally:
+                    self._ended, self._generating = lease.attempt_end(turn), None
                 messages = turn_messages(turn.turn_id, turn.text, reply)
                 entries = tuple(encode_message(m) for m in messages)
                 return Finish(turn.turn_id, True, reply.text, entries), messages
@@ -116,7 +130,8 @@ class SessionRunner:
                     return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), ()
                 log.info("turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error)
                 await lease.guard(asyncio.sleep(self._backoff(turn.attempt)))
-                nxt = await lease.advance(None, begin=True)
+                nxt = await lease.advance(None, self._ended, Next.begin)
+                self._ended = None
                 if not isinstance(nxt, Begun) or nxt.turn_id != turn.turn_id:
                     raise RuntimeError(f"head changed under a held lease: {nxt!r}") from e
                 turn = nxt

@@ -16,9 +16,10 @@ from redis.asyncio import Redis
 
 from chatlane.connection import connect
 from chatlane.keys import WORKER_HEARTBEAT_S, Keys
-from chatlane.scripts import Advance, Claim, Handback, Renew, Sweep
+from chatlane.scripts import Advance, AttemptEnded, Claim, Handback, Renew, Sweep
 from chatlane.settings import Settings, ms
-from worker.lease import LeaseScripts
+from worker.evidence import EvidenceLog
+from worker.lease import LeasePolicy, LeaseScripts
 from worker.llm import build_model
 from worker.publish import StreamWriter
 
@@ -36,7 +37,9 @@ class Runtime:
     keys: Keys
     redis: Redis
     lease_scripts: LeaseScripts
+    lease_policy: LeasePolicy
     sweep: Sweep
+    evidence: EvidenceLog
     model: BaseChatModel
     worker_id: str
     streams: StreamWriter
@@ -61,7 +64,9 @@ class Runtime:
             keys,
             redis,
             lease_scripts,
+            LeasePolicy(s.lease_ttl_ms, s.lease_renew_ms, s.lease_safety_ms, s.fault_ignore_lease_loss),
             Sweep(redis, keys, s),
+            EvidenceLog(AttemptEnded(redis, keys)),
             build_model(s),
             worker_id,
             StreamWriter(redis, stream_ttl_ms),

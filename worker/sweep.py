@@ -1,19 +1,27 @@
-"""Cron job that recovers sessions nobody is serving (dead holder, lost drain job)."""
+"""Recovers sessions nobody is serving (dead holder, lost drain job), from every worker process.
+
+The sweep runs as a task of the worker process, not as an arq job: a job would need a free job
+slot, so with every slot busy recovery waited for one (up to drain_max_seconds, about 60 s), and
+arq's cron left stale sweep jobs queued across restarts (21 after one SIGTERM, all run at once by
+the next worker). Each interval one worker takes the turn (SET NX PX), so the fleet sweeps once
+per interval whatever its size.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
 
-from worker.runtime import RUNTIME, Runtime
+from chatlane.connection import REDIS_DOWN
+from chatlane.settings import ms
+from worker.runtime import Runtime
 
 log = logging.getLogger("chatlane.sweep")
 _BATCH = 500
 
 
-async def sweep(ctx: dict[str, Any]) -> int:
+async def sweep_once(rt: Runtime) -> int:
     """Queue a drain for every pending session that has no lease and no live drain job."""
-    rt: Runtime = ctx[RUNTIME]
     keys = rt.keys
     requeued = 0
     cursor = 0
@@ -35,3 +43,21 @@ async def sweep(ctx: dict[str, Any]) -> int:
         log.info("sweep: queued %d drain job(s) for unserved sessions", requeued)
         await rt.redis.hincrby(keys.stats, "sweep_requeued", requeued)  # type: ignore[misc]
     return requeued
+
+
+async def sweeper(rt: Runtime) -> None:
+    """Sweep every ``sweep_interval_s`` when it is this worker's turn; quiet through outages."""
+    every = rt.settings.sweep_interval_s
+    down = False
+    while True:
+        try:
+            if await rt.redis.set(rt.keys.sweep_turn, rt.worker_id, nx=True, px=ms(every)):
+                await sweep_once(rt)
+            if down:
+                log.info("sweep: Redis is back")
+            down = False
+        except REDIS_DOWN as e:
+            if not down:
+                log.warning("sweep: Redis unavailable (%s); retrying every %ss", type(e).__name__, every)
+            down = True
+        await asyncio.sleep(every)

@@ -1,4 +1,4 @@
---! use: clock end_turn begin_head
+--! use: clock end_turn begin_head record_attempt
 -- advance: the fenced step of a drain. Finishes the head turn (commit or fail) and begins the
 -- next one, in one atomic script, so a busy session costs about one round trip per turn.
 --
@@ -7,13 +7,16 @@
 --                 fence: a paused or partitioned ex-holder can never commit.
 --   {"turn", id, text, attempts, started_ms}   the next turn is now running (attempt counted)
 --   {"released"}  the inbox is empty: lease deleted, session left the pending set
---   {"stopped"}   `next` was "stop"
+--   {"stopped"}   `next_step` was "stop", or "yield" and another session's drain job has waited
+--                 for a slot longer than `yield_grace_ms`: nothing begun, the lease is still ours
+--                 (the caller hands the session back, freeing its job slot)
 -- Beginning the next turn is begin_head's (begin_head.lua), shared with claim.lua.
 local lease_key     = KEYS[1]
 local inbox_key     = KEYS[2]
 local history_key   = KEYS[3]
 local stats_key     = KEYS[4]  -- fleet counters (HASH)
 local pending_key   = KEYS[5]  -- pending sessions (SET)
+local queue_key     = KEYS[6]  -- arq queue (ZSET), read for "yield"
 local token         = ARGV[1]  -- our lease token
 local ttl_ms        = ARGV[2]
 local prefix        = ARGV[3]  -- turn key prefix
@@ -25,10 +28,14 @@ local user_json     = ARGV[8]  -- user message (only for "completed")
 local ai_json       = ARGV[9]  -- AI message (only for "completed")
 local turn_ttl_ms   = ARGV[10] -- retention of finished turn records and idempotency keys
 local stream_ttl_ms = ARGV[11] -- retention of a finished turn's token stream
-local next_step     = ARGV[12] -- "begin": begin the next head turn, releasing the lease if the inbox
-                               -- is empty; "stop": begin nothing, keep the lease (the caller hands back)
+local next_step     = ARGV[12] -- "begin" the next head turn (releasing the lease if the inbox is
+                               -- empty), "yield" (begin unless others wait), or "stop"
 local max_attempts  = tonumber(ARGV[13])
 local session_id    = ARGV[14]
+local ended_id      = ARGV[15] -- turn whose generation attempt just stopped, or ""
+local ended_attempt = ARGV[16] -- its attempt number
+local ended_ms      = ARGV[17] -- when it stopped (see record_attempt.lua)
+local yield_grace_ms = tonumber(ARGV[18])
 
 if redis.call("GET", lease_key) ~= token then
   if finish_id ~= "" then
@@ -37,6 +44,9 @@ if redis.call("GET", lease_key) ~= token then
   return {"lost"}
 end
 local now_ms = redis_now_ms()
+if ended_id ~= "" then
+  record_attempt_end(prefix .. ended_id, ended_attempt, ended_ms)
+end
 
 if finish_id ~= "" then
   if redis.call("LINDEX", inbox_key, 0) ~= finish_id then
@@ -54,6 +64,11 @@ end
 
 redis.call("PEXPIRE", lease_key, ttl_ms)
 if next_step == "stop" then
+  return {"stopped"}
+end
+if next_step == "yield" and redis.call("LLEN", inbox_key) > 0
+    and #redis.call("ZRANGEBYSCORE", queue_key, "-inf", now_ms - yield_grace_ms, "LIMIT", 0, 1) > 0 then
+  redis.call("HINCRBY", stats_key, "drains_yielded", 1)
   return {"stopped"}
 end
 return begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts, now_ms,

@@ -7,6 +7,7 @@
 -- the session out of the pending set and returns {"released"}. On the way it drops (and counts)
 -- a head whose record was deleted by hand, and fails a head that has already used all its
 -- attempts (each interrupted by a crash or a lost lease), so a poison turn cannot wedge a session.
+-- Each attempt's start is kept as "a<n>s" beside "started" (the latest): see record_attempt.lua.
 --   lease_key, inbox_key, stats_key, pending_key, session_id
 --   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
 --   turn_ttl_ms, stream_ttl_ms   retention of a turn failed here
@@ -28,7 +29,7 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
     else
       local attempts = redis.call("HINCRBY", tk, "attempts", 1)
       if attempts <= max_attempts then
-        redis.call("HSET", tk, "state", "running", "started", now_ms)
+        redis.call("HSET", tk, "state", "running", "started", now_ms, "a" .. attempts .. "s", now_ms)
         if attempts > 1 then
           redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
         end

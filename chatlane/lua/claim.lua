@@ -1,8 +1,8 @@
 --! use: clock begin_head
 -- claim: take a session's lease for a drain job and begin its head turn, or say why not.
 --
--- Returns {1, token, step, tail} on success: token = "<fence>:<holder>", unique for all time per
---   session; step is what begin_head returned ({"turn", ...}, or {"released"} if no head turn was
+-- Returns {1, token, step, tail} on success: token = "<fence>:<holder>:<nonce>", unique for all time
+--   per session, even if the fence counter rolls back; step is what begin_head returned ({"turn", ...}, or {"released"} if no head turn was
 --   runnable); tail is the newest `tail_len` history entries, oldest first (the drain's window
 --   starts there). Beginning and reading here saves a drain two round trips before its first turn.
 --   The drain-job key is cleared (the next enqueue after our release must queue a new job), and
@@ -28,6 +28,7 @@ local max_attempts  = tonumber(ARGV[7])
 local turn_ttl_ms   = ARGV[8]
 local stream_ttl_ms = ARGV[9]
 local tail_len      = tonumber(ARGV[10])
+local nonce         = ARGV[11] -- random, per claim: see below
 
 if redis.call("EXISTS", lease_key) == 1 then
   return {0, ""}
@@ -37,7 +38,10 @@ if redis.call("LLEN", inbox_key) == 0 then
   redis.call("SREM", pending_key, session_id)
   return {-1, ""}
 end
-local token = redis.call("INCR", fence_key) .. ":" .. holder
+-- The counter alone could repeat after it rolls back (AOF everysec losing its last second, or a
+-- failover to a replica that missed the last INCR): the same holder would get the same token, and
+-- a stale runner inside it would pass the fence. The caller's random nonce makes that impossible.
+local token = redis.call("INCR", fence_key) .. ":" .. holder .. ":" .. nonce
 redis.call("SET", lease_key, token, "PX", ttl_ms)
 redis.call("DEL", drain_job_key)
 redis.call("ZREM", queue_key, job_id)

@@ -1,4 +1,4 @@
---! use: queue_drain clock
+--! use: clock queue_drain
 -- enqueue: accept one chat turn for a session, atomically.
 --
 -- Returns {status, turn_id, drain_queued, position, created_ms}:
@@ -24,8 +24,7 @@ local max_waiting   = tonumber(ARGV[4])
 local drain_job_id  = ARGV[5]
 local idem          = ARGV[6]  -- idempotency key or ""
 local job_payload   = ARGV[7]  -- serialized drain job
-local job_score_ms  = ARGV[8]
-local job_expiry_ms = ARGV[9]
+local job_expiry_ms = ARGV[8]
 
 if idem ~= "" then
   local existing = redis.call("GET", idem_key)
@@ -52,7 +51,7 @@ local position = redis.call("RPUSH", inbox_key, turn_id) - 1
 redis.call("SADD", pending_key, session_id)
 local queued = 0
 if redis.call("EXISTS", lease_key) == 0 and redis.call("EXISTS", drain_job_key) == 0 then
-  queue_drain(drain_job_key, job_key, queue_key, drain_job_id, job_payload, job_score_ms, job_expiry_ms)
+  queue_drain(drain_job_key, job_key, queue_key, drain_job_id, job_payload, job_expiry_ms)
   queued = 1
 end
 return {"new", turn_id, queued, position, now_ms}

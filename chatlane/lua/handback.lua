@@ -16,9 +16,8 @@ local token         = ARGV[1]  -- our lease token
 local session_id    = ARGV[2]
 local job_id        = ARGV[3]  -- the new drain job
 local job_payload   = ARGV[4]
-local job_score_ms  = ARGV[5]
-local job_expiry_ms = ARGV[6]
-local prefix        = ARGV[7]  -- turn key prefix
+local job_expiry_ms = ARGV[5]
+local prefix        = ARGV[6]  -- turn key prefix
 
 if redis.call("GET", lease_key) ~= token then
   return 0
@@ -33,5 +32,5 @@ local tk = prefix .. head
 if redis.call("HGET", tk, "state") == "running" then
   redis.call("HSET", tk, "state", "queued")
 end
-queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_score_ms, job_expiry_ms)
+queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_expiry_ms)
 return 2

@@ -15,10 +15,9 @@ local session_id       = ARGV[1]
 local observed         = ARGV[2]  -- drain-job key value the caller read, or ""
 local job_id           = ARGV[3]  -- the new drain job
 local job_payload      = ARGV[4]
-local job_score_ms     = ARGV[5]
-local job_expiry_ms    = ARGV[6]
-local in_progress_ttl  = tonumber(ARGV[7])  -- arq's in-progress ttl ms (job_timeout + 10 s)
-local presumed_dead_ms = tonumber(ARGV[8])  -- a started job that has not claimed by then is dead
+local job_expiry_ms    = ARGV[5]
+local in_progress_ttl  = tonumber(ARGV[6])  -- arq's in-progress ttl ms (job_timeout + 10 s)
+local presumed_dead_ms = tonumber(ARGV[7])  -- a started job that has not claimed by then is dead
 
 if redis.call("EXISTS", lease_key) == 1 then
   return 0
@@ -39,5 +38,5 @@ if current then
     end
   end
 end
-queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_score_ms, job_expiry_ms)
+queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_expiry_ms)
 return 1

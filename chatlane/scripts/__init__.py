@@ -4,7 +4,8 @@ A wrapper takes its arguments by name, builds the KEYS and ARGV lists the script
 describes, and turns the script's answer into a typed value or a typed error.
 """
 
-from chatlane.scripts.advance import Advance, Finish
+from chatlane.scripts.advance import Advance, AttemptEnd, Finish, Next
+from chatlane.scripts.attempt_ended import AttemptEnded
 from chatlane.scripts.cancel import Cancel
 from chatlane.scripts.claim import Claim, Claimed
 from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
@@ -16,6 +17,8 @@ from chatlane.scripts.sweep import Sweep
 __all__ = [
     "Accepted",
     "Advance",
+    "AttemptEnd",
+    "AttemptEnded",
     "Begun",
     "Cancel",
     "Claim",
@@ -24,6 +27,7 @@ __all__ = [
     "Enqueue",
     "Finish",
     "Handback",
+    "Next",
     "Released",
     "Renew",
     "Step",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from redis.asyncio import Redis
 
@@ -22,13 +23,30 @@ class Finish:
     entries: tuple[str, ...] = ()  # encoded history entries to append (only when completed)
 
 
+@dataclass(frozen=True)
+class AttemptEnd:
+    """When a generation attempt stopped (evidence for G1: see record_attempt.lua)."""
+
+    turn_id: str
+    attempt: int
+    ended_ms: int  # upper bound, in Redis time
+
+
+class Next(StrEnum):
+    begin = "begin"  # begin the next head turn (or release the lease if none waits)
+    yield_ = "yield"  # as begin, unless another session's drain job waits for a slot
+    stop = "stop"  # begin nothing; the caller hands the session back
+
+
 class Advance:
     def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
         self._script = register(redis, "advance")
         self._keys = keys
         self._settings = settings
 
-    async def __call__(self, *, session_id: str, token: str, finish: Finish | None, begin: bool) -> Step:
+    async def __call__(
+        self, *, session_id: str, token: str, finish: Finish | None, ended: AttemptEnd | None, next: Next
+    ) -> Step:
         """Raises LeaseLost, having written nothing, when ``token`` no longer holds the lease."""
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         turn_id, state, text, user, ai = "", "", "", "", ""
@@ -37,9 +55,11 @@ class Advance:
             state = "completed" if finish.completed else "failed"
             if finish.completed:
                 user, ai = finish.entries
+        ended_args: list[str | int] = ["", "", ""] if ended is None else [ended.turn_id, ended.attempt, ended.ended_ms]
         res = await self._script(
-            keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending],
+            keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending, k.queue],
             args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text, user, ai,
-                  s.turn_ttl_ms, s.stream_ttl_ms, "begin" if begin else "stop", s.max_attempts, session_id],
+                  s.turn_ttl_ms, s.stream_ttl_ms, next.value, s.max_attempts, session_id, *ended_args,
+                  s.yield_grace_ms],
         )  # fmt: skip
         return parse_step(res, sk.lease)

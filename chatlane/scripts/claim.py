@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -27,11 +28,12 @@ class Claim:
 
     async def __call__(self, *, session_id: str, holder: str, job_id: str, tail_len: int) -> Claimed | None:
         """None when another holder has the lease or the inbox is empty (nothing to do)."""
+        nonce = uuid.uuid4().hex[:12]  # 48 random bits: see claim.lua
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         res = await self._script(
             keys=[sk.lease, sk.fence, sk.inbox, sk.drain_job, k.pending, k.queue, k.stats, sk.history],
             args=[session_id, holder, s.lease_ttl_ms, job_id, k.turn_prefix, k.stream_suffix, s.max_attempts,
-                  s.turn_ttl_ms, s.stream_ttl_ms, tail_len],
+                  s.turn_ttl_ms, s.stream_ttl_ms, tail_len, nonce],
         )  # fmt: skip
         if res[0] != 1:
             return None

@@ -49,7 +49,7 @@ class Enqueue:
         status, tid, queued, position, created_ms = await self._script(
             keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
-                  job.score_ms, job.expires_ms],
+                  job.expires_ms],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)

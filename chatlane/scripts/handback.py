@@ -21,7 +21,7 @@ class Handback:
         k, sk, job = self._keys, self._keys.session(session_id), DrainJob.new(session_id)
         res = await self._script(
             keys=[sk.lease, sk.inbox, sk.drain_job, k.pending, job.key, k.queue],
-            args=[token, session_id, job.job_id, job.payload, job.score_ms, job.expires_ms, k.turn_prefix],
+            args=[token, session_id, job.job_id, job.payload, job.expires_ms, k.turn_prefix],
         )
         if res == 0:
             raise LeaseLost(sk.lease)

@@ -25,7 +25,7 @@ class Sweep:
         res = await self._script(
             keys=[sk.lease, sk.inbox, sk.drain_job, k.pending, job.key, k.queue,
                   in_progress_key(observed_job_id or job.job_id)],
-            args=[session_id, observed_job_id or "", job.job_id, job.payload, job.score_ms, job.expires_ms,
-                  in_progress_ttl_ms, s.lease_ttl_ms],
+            args=[session_id, observed_job_id or "", job.job_id, job.payload, job.expires_ms, in_progress_ttl_ms,
+                  s.lease_ttl_ms],
         )  # fmt: skip
         return bool(res)
