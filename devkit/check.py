@@ -2,13 +2,16 @@
 
 Given the turn ids each session was sent, in enqueue order, it verifies: each turn ended
 (G3), completed ones are in the history exactly once as user+AI pairs and failed ones not at
-all (G3), history order is enqueue order (G2), and no two committed generations of a session
-overlap in time (G1). It also measures how much different sessions overlapped (G5).
+all (G3), history order is enqueue order (G2), and no two generation attempts of a session overlap
+in time (G1): every attempt, committed or not, as the turn records keep them (``a<n>s`` when it
+began, ``a<n>e`` an upper bound of when it stopped; see chatlane/lua/record_attempt.lua), so an
+ousted holder that kept generating while the next holder ran is caught. An attempt whose end was
+never recorded (its worker was SIGKILLed) cannot be checked and is counted apart. It also
+measures how much different sessions overlapped (G5).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +32,7 @@ class Report:
     duplicated: int = 0
     out_of_order: int = 0
     overlapping: int = 0
+    unrecorded_ends: int = 0  # attempts whose worker died before it could record their end
     parallel_pairs: int = 0  # pairs of turns of different sessions that ran at the same time
     max_concurrency: int = 0
     violations: list[str] = field(default_factory=list)
@@ -99,20 +103,42 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]]) -> Report:
             r.out_of_order += 1
             r.violations.append(f"{session_id}: history order differs from enqueue order")
 
-        # A failed turn's last attempt held the session too, so it counts for G1.
-        done = sorted(
+        spans = await _attempt_spans(producer, [st.turn_id for st in statuses])
+        r.unrecorded_ends += sum(1 for _, end, _ in spans if end is None)
+        latest: tuple[int, str] | None = None  # the latest end seen so far, and whose
+        for start, end, who in sorted(spans, key=lambda x: x[0]):
+            if latest is not None and start < latest[0]:
+                r.overlapping += 1
+                r.violations.append(
+                    f"{session_id}: generation {who} began {latest[0] - start} ms before {latest[1]} ended"
+                )
+            if end is not None and (latest is None or end > latest[0]):
+                latest = (end, who)
+        # A failed turn's last attempt held the session too; both count for the G5 measure.
+        intervals.extend(
             (st.started_at, st.finished_at, session_id)
             for st in statuses
             if st.state in (TurnState.completed, TurnState.failed) and st.started_at and st.finished_at
         )
-        for (_s1, f1, _), (s2, _f2, _) in itertools.pairwise(done):
-            if s2 < f1:
-                r.overlapping += 1
-                r.violations.append(f"{session_id}: generations overlap ({s2} < {f1})")
-        intervals.extend(done)
 
     r.parallel_pairs, r.max_concurrency = _concurrency(intervals)
     return r
+
+
+async def _attempt_spans(producer: ChatProducer, turn_ids: list[str]) -> list[tuple[int, int | None, str]]:
+    """(start ms, end ms or None, "<turn>#<attempt>") of every recorded generation attempt."""
+    async with producer.redis.pipeline(transaction=False) as pipe:
+        for tid in turn_ids:
+            pipe.hgetall(producer.keys.turn(tid))
+        records: list[dict[str, str]] = await pipe.execute()
+    spans: list[tuple[int, int | None, str]] = []
+    for tid, rec in zip(turn_ids, records, strict=True):
+        for n in range(1, int(rec.get("attempts", 0)) + 1):
+            start = rec.get(f"a{n}s")
+            if start is not None:
+                end = rec.get(f"a{n}e")
+                spans.append((int(start), int(end) if end is not None else None, f"{tid}#{n}"))
+    return spans
 
 
 def _concurrency(intervals: list[tuple[datetime, datetime, str]]) -> tuple[int, int]:

@@ -1,17 +1,36 @@
 """A local OpenAI-compatible chat-completions server, so the real langchain-openai client path
 runs over HTTP in tests and benchmarks. Streams replies as SSE, records every request body,
-and sets TCP_NODELAY (no Nagle/delayed-ACK artefacts in latency figures)."""
+and sets TCP_NODELAY (no Nagle/delayed-ACK artefacts in latency figures).
+
+It is also the witness for G1 at the model: it counts the generations in flight per
+conversation (keyed by the conversation's first user message, which every request of a session
+repeats while the history fits the window) and records when each request arrived and when its
+stream ended or the client closed the connection (noticed within one chunk interval, by
+watching the socket between chunks).
+"""
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from devkit.redis_server import free_port
+
+
+@dataclass
+class Span:
+    """One streamed request, in ``time.monotonic()`` seconds of this process."""
+
+    conversation: str
+    received: float
+    ended: float | None = None
+    closed_by_client: bool = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -34,7 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
             stub.received_at.append(received)
             n = len(stub.requests)
         reply = stub.reply_for(body, n)
-        pieces = [reply[i : i + 8] for i in range(0, len(reply), 8)] or [""]
+        size = max(1, -(-len(reply) // stub.chunks)) if stub.chunks else 8
+        pieces = [reply[i : i + size] for i in range(0, len(reply), size)] or [""]
         if not body.get("stream"):
             payload = {
                 "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
@@ -48,28 +68,49 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             stub.finished_at.append(time.perf_counter())
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for i, piece in enumerate(pieces):
-            if stub.delay_s:
-                time.sleep(stub.delay_s / len(pieces))
-            delta: dict[str, Any] = {"content": piece}
-            if i == 0:
-                delta["role"] = "assistant"
-            self._event(_chunk(n, body["model"], delta, None))
-        self._event(_chunk(n, body["model"], {}, "stop"))
-        self._chunk(b"data: [DONE]\n\n")
-        self._chunk(b"")
-        self.wfile.flush()
+        span = stub.begin(conversation_of(body))
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i, piece in enumerate(pieces):
+                if stub.delay_s and self._client_closed(stub.delay_s / len(pieces)):
+                    stub.end(span, closed_by_client=True)
+                    return
+                delta: dict[str, Any] = {"content": piece}
+                if i == 0:
+                    delta["role"] = "assistant"
+                self._event(_chunk(n, body["model"], delta, None))
+            self._event(_chunk(n, body["model"], {}, "stop"))
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+            self.wfile.flush()
+        except OSError:  # the client went away while we wrote
+            stub.end(span, closed_by_client=True)
+            return
+        stub.end(span)
         stub.finished_at.append(time.perf_counter())
+
+    def _client_closed(self, wait_s: float) -> bool:
+        """Wait ``wait_s``; True as soon as the client closes the connection."""
+        readable, _, _ = select.select([self.connection], [], [], wait_s)
+        if not readable:
+            return False
+        try:
+            return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")
+        except OSError:
+            return True
 
     def _event(self, obj: dict[str, Any]) -> None:
         self._chunk(f"data: {json.dumps(obj)}\n\n".encode())
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+def conversation_of(body: dict[str, Any]) -> str:
+    return next((str(m["content"]) for m in body.get("messages", []) if m.get("role") == "user"), "")
 
 
 def _chunk(n: int, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
@@ -88,14 +129,22 @@ class _Server(ThreadingHTTPServer):
 
 
 class OpenAIStub:
-    """``with OpenAIStub() as stub:`` then point ``OPENAI_BASE_URL`` at ``stub.base_url``."""
+    """``with OpenAIStub() as stub:`` then point ``OPENAI_BASE_URL`` at ``stub.base_url``.
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    ``delay_s``: how long a streamed reply takes; ``chunks``: how many pieces it comes in
+    (default: 8 characters a piece).
+    """
+
+    def __init__(self, delay_s: float = 0.0, chunks: int | None = None) -> None:
         self.delay_s = delay_s
+        self.chunks = chunks
         self.port = free_port()
         self.requests: list[dict[str, Any]] = []
         self.received_at: list[float] = []
         self.finished_at: list[float] = []
+        self.spans: list[Span] = []
+        self._in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.stub = self
@@ -107,6 +156,24 @@ class OpenAIStub:
     def reply_for(self, body: dict[str, Any], n: int) -> str:
         last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
         return f"stub reply {n} to: {last_user}"
+
+    def begin(self, conversation: str) -> Span:
+        span = Span(conversation, time.monotonic())
+        with self.lock:
+            self.spans.append(span)
+            level = self._in_flight.get(conversation, 0) + 1
+            self._in_flight[conversation] = level
+            self.max_in_flight[conversation] = max(level, self.max_in_flight.get(conversation, 0))
+        return span
+
+    def end(self, span: Span, *, closed_by_client: bool = False) -> None:
+        with self.lock:
+            span.ended, span.closed_by_client = time.monotonic(), closed_by_client
+            self._in_flight[span.conversation] -= 1
+
+    def in_flight(self, conversation: str) -> int:
+        with self.lock:
+            return self._in_flight.get(conversation, 0)
 
     def __enter__(self) -> OpenAIStub:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

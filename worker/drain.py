@@ -55,10 +55,8 @@ class SessionRunner:
             return await self._serve(lease, step, tail)
         except LeaseLost:
             log.warning("session %s: lease lost; the next holder re-runs the head turn", self.session_id)
-            self._record_unrecorded(lease)
             return "lease lost"
         except asyncio.CancelledError:
-            self._record_unrecorded(lease)
             # Worker shutdown past its grace (or job timeout): give the session back now
             # rather than make it wait for the lease to expire.
             try:
@@ -68,6 +66,7 @@ class SessionRunner:
             raise
         finally:
             await lease.stop()
+            self._record_unrecorded(lease)
 
     def _record_unrecorded(self, lease: Lease) -> None:
         """The end of a generation attempt that the fenced commit will not record."""

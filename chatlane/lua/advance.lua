@@ -45,7 +45,7 @@ if redis.call("GET", lease_key) ~= token then
 end
 local now_ms = redis_now_ms()
 if ended_id ~= "" then
-  record_attempt_end(prefix .. ended_id, ended_attempt, ended_ms)
+  record_attempt_end(prefix .. ended_id, ended_attempt, ended_ms, now_ms)
 end
 
 if finish_id ~= "" then

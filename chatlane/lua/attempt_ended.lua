@@ -1,4 +1,4 @@
---! use: record_attempt
+--! use: clock record_attempt
 -- attempt_ended: record when a generation attempt stopped, for a holder that cannot go through
 -- advance.lua (it lost its lease, or is shutting down). Unfenced on purpose: it is evidence, not
 -- state; it changes nothing that a drain, a reader or a commit depends on.
@@ -11,5 +11,5 @@ local end_ms   = ARGV[2]  -- the holder's upper bound of the end, in Redis time 
 if redis.call("EXISTS", turn_key) == 0 then
   return 0
 end
-record_attempt_end(turn_key, attempt, end_ms)
+record_attempt_end(turn_key, attempt, end_ms, redis_now_ms())
 return 1
