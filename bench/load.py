@@ -30,7 +30,8 @@ _CONCURRENCY = 32
 
 def backlog(sessions: int, turns: int, tag: str = "s", text: str = "hello, how are you today?") -> Backlog:
     run = uuid.uuid4().hex[:6]
-    return {f"{tag}{run}-{i}": [f"{text} (turn {t})" for t in range(turns)] for i in range(sessions)}
+    # The session is named in its texts, so a model-side record can tell conversations apart.
+    return {(s := f"{tag}{run}-{i}"): [f"{text} ({s}, turn {t})" for t in range(turns)] for i in range(sessions)}
 
 
 async def bounded(calls: Iterable[Callable[[], Awaitable[T]]], limit: int = _CONCURRENCY) -> list[T]:

@@ -50,6 +50,9 @@ class FaultConfig(BaseModel):
     fake_fail_rate: float = Field(0.0, ge=0, le=1)
     fake_midstream_fail_rate: float = Field(0.0, ge=0, le=1)
     fake_hang_rate: float = Field(0.0, ge=0, le=1)
+    # Benchmarks: append "<first user message>\t<start>\t<end>" (epoch s) per generation to this
+    # file, so the handoff between a session's turns is measured at the model (bench B8).
+    fake_span_log: str | None = None
     # A broken build for mutation tests: lease holders keep generating after losing the lease.
     fault_ignore_lease_loss: bool = False
 

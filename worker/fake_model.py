@@ -40,6 +40,7 @@ class FakeChatModel(BaseChatModel):
     fail_rate: float = 0.0
     midstream_fail_rate: float = 0.0
     hang_rate: float = 0.0
+    span_log: str | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -98,7 +99,7 @@ class FakeChatModel(BaseChatModel):
         pieces = self._pieces(reply)
         pause = delay / 1000 / len(pieces)
         loop = asyncio.get_running_loop()
-        start = loop.time()
+        start, wall_start = loop.time(), time.time()
         for i, piece in enumerate(pieces):
             if fault == "hang" and i == len(pieces) // 2:
                 await asyncio.Event().wait()
@@ -110,6 +111,10 @@ class FakeChatModel(BaseChatModel):
             # the loop when the delay is 0.
             await asyncio.sleep(max(0.0, start + (i + 1) * pause - loop.time()))
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        if self.span_log:
+            first = next((m.text for m in messages if m.type == "human"), "")
+            with open(self.span_log, "a", encoding="utf-8") as f:  # noqa: ASYNC230 - bench-only, one short line
+                f.write(f"{first}\t{wall_start:.6f}\t{time.time():.6f}\n")
 
     def _stream(
         self,

@@ -22,6 +22,7 @@ def build_model(settings: Settings) -> BaseChatModel:
             fail_rate=settings.fake_fail_rate,
             midstream_fail_rate=settings.fake_midstream_fail_rate,
             hang_rate=settings.fake_hang_rate,
+            span_log=settings.fake_span_log,
         )
     # Retries are ours (counted per turn, visible in its status), so the client makes none.
     model = init_chat_model(settings.model, timeout=settings.model_timeout_s, max_retries=0)
