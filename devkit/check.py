@@ -33,6 +33,9 @@ class Report:
     out_of_order: int = 0
     overlapping: int = 0
     unrecorded_ends: int = 0  # attempts whose worker died before it could record their end
+    # Overlaps by attempts the caller names as excused: those of a process it paused (SIGSTOP),
+    # which cannot close its model call while stopped. Reported, not a violation.
+    excused_overlaps: int = 0
     parallel_pairs: int = 0  # pairs of turns of different sessions that ran at the same time
     max_concurrency: int = 0
     violations: list[str] = field(default_factory=list)
@@ -51,7 +54,8 @@ class Report:
         ]  # fmt: skip
 
 
-async def check(producer: ChatProducer, sent: dict[str, list[str]]) -> Report:
+async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set[str] | None = None) -> Report:
+    """``excused``: attempts ("<turn id>#<attempt>") whose overlaps are expected (paused processes)."""
     r = Report(sessions=len(sent))
     intervals: list[tuple[datetime, datetime, str]] = []
     for session_id, turn_ids in sent.items():
@@ -105,15 +109,18 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]]) -> Report:
 
         spans = await _attempt_spans(producer, [st.turn_id for st in statuses])
         r.unrecorded_ends += sum(1 for _, end, _ in spans if end is None)
-        latest: tuple[int, str] | None = None  # the latest end seen so far, and whose
+        # The latest end seen so far (and whose), apart for excused attempts.
+        latest: dict[bool, tuple[int, str]] = {}
         for start, end, who in sorted(spans, key=lambda x: x[0]):
-            if latest is not None and start < latest[0]:
+            if False in latest and start < latest[False][0]:
                 r.overlapping += 1
-                r.violations.append(
-                    f"{session_id}: generation {who} began {latest[0] - start} ms before {latest[1]} ended"
-                )
-            if end is not None and (latest is None or end > latest[0]):
-                latest = (end, who)
+                early, other = latest[False][0] - start, latest[False][1]
+                r.violations.append(f"{session_id}: generation {who} began {early} ms before {other} ended")
+            elif True in latest and start < latest[True][0]:
+                r.excused_overlaps += 1
+            kind = who in (excused or set())
+            if end is not None and (kind not in latest or end > latest[kind][0]):
+                latest[kind] = (end, who)
         # A failed turn's last attempt held the session too; both count for the G5 measure.
         intervals.extend(
             (st.started_at, st.finished_at, session_id)

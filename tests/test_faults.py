@@ -159,12 +159,10 @@ async def test_paused_holder_is_fenced_and_carries_on_after_resume(
     assert rejected + on_renewal >= 1 or "no renewal answered in time" in fleet.logs()
     assert waited[s] <= ttl_ms / 1000 + 1 + MARGIN_S
     await wait_all(producer, {s: [t.turn_id for t in turns]}, 20)
-    report = await check(producer, {s: [t.turn_id for t in turns]})
-    assert not (report.lost or report.duplicated or report.out_of_order or report.unfinished), report.violations
     # A stopped process cannot close its model call: to a remote provider its request stays open
     # while the next holder generates. The attempt records show exactly that, and nothing else.
-    paused_attempt = f"{turns[0].turn_id}#1"
-    assert all(paused_attempt in v for v in report.violations), report.violations
+    report = await check(producer, {s: [t.turn_id for t in turns]}, excused={f"{turns[0].turn_id}#1"})
+    assert report.ok, report.violations
     assert [m.type for m in await producer.history(s)] == ["human", "ai"] * 4
 
     # The resumed worker carries on: alone now, it serves new work.
