@@ -23,6 +23,17 @@ class SessionKeys:
 
 
 @dataclass(frozen=True)
+class BudgetKeys:
+    """A model's fleet-wide budget (see budget_acquire.lua)."""
+
+    slots: str  # ZSET concurrency slot -> expiry ms
+    bucket: str  # HASH rpm / tpm tokens left, time of the last refill
+    pause: str  # STRING with PX while the provider asked us to back off (429)
+    waiters: str  # ZSET session -> ms it began waiting for a slot
+    seen: str  # HASH session -> ms a waiter last asked
+
+
+@dataclass(frozen=True)
 class Keys:
     prefix: str = "chatlane"
 
@@ -74,6 +85,10 @@ class Keys:
             fence=f"{base}:fence",
             drain_job=f"{base}:drain",
         )
+
+    def budget(self, model: str) -> BudgetKeys:
+        base = f"{self.prefix}:budget:{model}"
+        return BudgetKeys(f"{base}:slots", f"{base}:bucket", f"{base}:pause", f"{base}:waiters", f"{base}:seen")
 
     def idempotency(self, session_id: str, key: str) -> str:
         return f"{self.prefix}:{{{session_id}}}:idem:{key}"

@@ -85,6 +85,24 @@ class LeaseConfig(BaseModel):
     shutdown_grace_s: int = Field(20, ge=0)
 
 
+class BudgetConfig(BaseModel):
+    """Fleet-wide limits of the model provider, enforced in Redis (0 = no limit)."""
+
+    model_max_concurrency: int = Field(0, ge=0)
+    model_rpm: int = Field(0, ge=0)
+    model_tpm: int = Field(0, ge=0)
+    # A JSON file {"<model>": {"max_concurrency": n, "rpm": n, "tpm": n, "burst_s": s}} whose entry
+    # for the configured model replaces the three settings above.
+    budgets_file: str | None = None
+    # The request and token buckets hold at most this many seconds' worth (providers refill theirs
+    # continuously and allow a minute's worth at once: 60).
+    budget_burst_s: float = Field(60.0, gt=0)
+    # Tokens a reply is assumed to take before the call; settled from usage_metadata after it.
+    budget_reply_tokens: int = Field(512, ge=0)
+    # How long the fleet leaves a model alone after a 429 that names no Retry-After.
+    provider_backoff_s: float = Field(5.0, gt=0)
+
+
 class ApiConfig(BaseModel):
     # HTTP API: comma-separated bearer keys; empty = no auth (the app warns at start)
     api_keys: SecretStr = SecretStr("")
@@ -99,7 +117,7 @@ class LimitsConfig(BaseModel):
     stream_ttl_s: int = Field(600, ge=1)
 
 
-class Settings(BaseSettings, RedisConfig, ModelConfig, FaultConfig, LeaseConfig, ApiConfig, LimitsConfig):
+class Settings(BaseSettings, RedisConfig, ModelConfig, FaultConfig, LeaseConfig, BudgetConfig, ApiConfig, LimitsConfig):
     model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
 
     @model_validator(mode="after")

@@ -51,7 +51,15 @@ class _Handler(BaseHTTPRequestHandler):
         with stub.lock:
             stub.requests.append(body)
             stub.received_at.append(received)
+            stub.received_at_monotonic.append(time.monotonic())
             n = len(stub.requests)
+            limited = stub.rate_limit_next > 0
+            if limited:
+                stub.rate_limit_next -= 1
+                stub.rate_limited.append(time.monotonic())
+        if limited:
+            self._rate_limited(stub.retry_after)
+            return
         reply = stub.reply_for(body, n)
         size = max(1, -(-len(reply) // stub.chunks)) if stub.chunks else 8
         pieces = [reply[i : i + size] for i in range(0, len(reply), size)] or [""]
@@ -83,6 +91,12 @@ class _Handler(BaseHTTPRequestHandler):
                     delta["role"] = "assistant"
                 self._event(_chunk(n, body["model"], delta, None))
             self._event(_chunk(n, body["model"], {}, "stop"))
+            prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
+            completion = len(reply) // 4 + 1
+            stub.count_tokens(prompt + completion)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+                self._event({**_chunk(n, body["model"], {}, None), "choices": [], "usage": usage})
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
             self.wfile.flush()
@@ -91,6 +105,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stub.end(span)
         stub.finished_at.append(time.perf_counter())
+
+    def _rate_limited(self, retry_after: str | None) -> None:
+        data = json.dumps(
+            {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+        )
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data.encode())
 
     def _client_closed(self, wait_s: float) -> bool:
         """Wait ``wait_s``; True as soon as the client closes the connection."""
@@ -141,10 +167,18 @@ class OpenAIStub:
         self.port = free_port()
         self.requests: list[dict[str, Any]] = []
         self.received_at: list[float] = []
+        self.received_at_monotonic: list[float] = []
         self.finished_at: list[float] = []
         self.spans: list[Span] = []
         self._in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
+        self.total_in_flight = 0
+        self.max_total_in_flight = 0
+        self.tokens: list[tuple[float, int]] = []  # (monotonic s, tokens) of each streamed reply
+        # The next `rate_limit_next` requests get 429 (with Retry-After `retry_after` if set).
+        self.rate_limit_next = 0
+        self.retry_after: str | None = None
+        self.rate_limited: list[float] = []
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.stub = self
@@ -164,12 +198,19 @@ class OpenAIStub:
             level = self._in_flight.get(conversation, 0) + 1
             self._in_flight[conversation] = level
             self.max_in_flight[conversation] = max(level, self.max_in_flight.get(conversation, 0))
+            self.total_in_flight += 1
+            self.max_total_in_flight = max(self.max_total_in_flight, self.total_in_flight)
         return span
+
+    def count_tokens(self, n: int) -> None:
+        with self.lock:
+            self.tokens.append((time.monotonic(), n))
 
     def end(self, span: Span, *, closed_by_client: bool = False) -> None:
         with self.lock:
             span.ended, span.closed_by_client = time.monotonic(), closed_by_client
             self._in_flight[span.conversation] -= 1
+            self.total_in_flight -= 1
 
     def in_flight(self, conversation: str) -> int:
         with self.lock:

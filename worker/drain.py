@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from chatlane.errors import LeaseLost
 from chatlane.messages import encode_message, turn_messages
 from chatlane.scripts import AttemptEnd, Begun, Finish, Next, Step, Stopped
+from worker.budget import BudgetWait
 from worker.lease import Lease
 from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
@@ -83,7 +84,14 @@ class SessionRunner:
         window = await lease.guard(load_window(rt.redis, history_key, s.history_max_tokens, tail))
         started, served = time.monotonic(), 0
         while isinstance(step, Begun):
-            finish, messages = await self._run_turn(lease, window.messages, step)
+            try:
+                finish, messages = await self._run_turn(lease, window.messages, step)
+            except BudgetWait as w:
+                # Wait without a job slot, keeping the session's order; the attempt never reached
+                # the model, so it does not count.
+                self._ended = None
+                await lease.handback(delay_ms=w.ms, refund=True)
+                return f"waiting {w.ms} ms for the model's budget ({w.why}) after {served} turn(s)"
             served += 1
             held_s = time.monotonic() - started
             if held_s >= s.drain_max_seconds or rt.stopping.is_set():
@@ -109,20 +117,25 @@ class SessionRunner:
     ) -> tuple[Finish, tuple[BaseMessage, ...]]:
         """Generate (with retries) until the turn completes or is out of attempts: how it ends,
         and the messages it adds to the window."""
-        s = self.rt.settings
+        rt, s = self.rt, self.rt.settings
         while True:
+            if turn.paused_ms:
+                raise BudgetWait(turn.paused_ms, "provider pause")
             try:
                 self._generating = turn
                 try:
-                    reply = await lease.guard(asyncio.wait_for(self._generate(window, turn), s.model_timeout_s))
+                    reply = await lease.guard(asyncio.wait_for(self._generate(lease, window, turn), s.model_timeout_s))
                 finally:
                     self._ended, self._generating = lease.attempt_end(turn), None
                 messages = turn_messages(turn.turn_id, turn.text, reply)
                 entries = tuple(encode_message(m) for m in messages)
                 return Finish(turn.turn_id, True, reply.text, entries), messages
-            except LeaseLost:
+            except (LeaseLost, BudgetWait):
                 raise
             except Exception as e:
+                paused_ms = await rt.budget.pause_for(e)
+                if paused_ms is not None:
+                    raise BudgetWait(paused_ms, "provider 429") from e
                 error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # TimeoutError has no text
                 if turn.attempt >= s.max_attempts:
                     log.warning("turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error)
@@ -140,17 +153,27 @@ class SessionRunner:
         base = min(s.retry_backoff_max_s, s.retry_backoff_s * 2 ** (attempt - 1))
         return float(base * random.uniform(0.8, 1.2))
 
-    async def _generate(self, window: list[BaseMessage], turn: Begun) -> AIMessage:
+    async def _generate(self, lease: Lease, window: list[BaseMessage], turn: Begun) -> AIMessage:
         rt = self.rt
         messages = [SystemMessage(rt.settings.system_prompt), *window, HumanMessage(turn.text)]
+        taken = await rt.budget.take(self.session_id, messages)  # raises BudgetWait
+        if taken is not None and taken.slot is not None:
+            lease.slot = (rt.budget.slots_key, taken.slot)
         pub = ChunkPublisher(rt.streams, rt.keys.stream(turn.turn_id), turn.attempt)
+        used: int | None = None
         try:
             reply = await stream_reply(
                 rt.model, messages, session_id=self.session_id, turn_id=turn.turn_id, attempt=turn.attempt,
                 on_chunk=pub.put,
             )  # fmt: skip
+            used = reply.usage_metadata["total_tokens"] if reply.usage_metadata else None
         except BaseException:
             pub.cancel()
             raise
+        finally:
+            lease.slot = None
+            if taken is not None:
+                # Shielded: a lease loss re-cancels this task until it is done; the slot must go back.
+                await asyncio.shield(rt.budget.give_back(taken, used))
         await pub.aclose()
         return reply

@@ -67,6 +67,8 @@ class Lease:
         # When the script that began the current turn was sent: with its Redis start time, this
         # bounds the attempt's end in Redis time (see attempt_end).
         self.begun_sent_at = sent_at
+        # The model budget's concurrency slot held by the call in flight: renewed with the lease.
+        self.slot: tuple[str, str] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -124,10 +126,13 @@ class Lease:
             self.begun_sent_at = sent
         return step
 
-    async def handback(self) -> bool:
-        """Release the lease, queuing a new drain job if turns still wait (True then)."""
+    async def handback(self, *, delay_ms: int = 0, refund: bool = False) -> bool:
+        """Release the lease, queuing a new drain job (due in ``delay_ms``) if turns still wait
+        (True then). ``refund``: the head turn's current attempt never reached the model."""
         try:
-            return await self._scripts.handback(session_id=self.session_id, token=self._token)
+            return await self._scripts.handback(
+                session_id=self.session_id, token=self._token, delay_ms=delay_ms, refund=refund
+            )
         except LeaseLost:
             self.mark_lost()
             raise
@@ -148,7 +153,7 @@ class Lease:
             try:
                 async with asyncio.timeout(every if self.policy.ignore_loss else left):
                     ok = await self._scripts.renew(
-                        lease_key=self.lease_key, token=self._token, ttl_ms=self.policy.ttl_ms
+                        lease_key=self.lease_key, token=self._token, ttl_ms=self.policy.ttl_ms, slot=self.slot
                     )
             except REDIS_DOWN as e:  # asyncio.timeout raises TimeoutError, an OSError
                 # Unknown whether Redis still counts us as holder: try again soon, until the deadline.

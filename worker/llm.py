@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
@@ -25,7 +26,11 @@ def build_model(settings: Settings) -> BaseChatModel:
             span_log=settings.fake_span_log,
         )
     # Retries are ours (counted per turn, visible in its status), so the client makes none.
-    model = init_chat_model(settings.model, timeout=settings.model_timeout_s, max_retries=0)
+    extra: dict[str, Any] = {}
+    if settings.model.startswith("openai:"):
+        # Token usage in the stream's last chunk: budgets settle their estimates from it.
+        extra["stream_usage"] = True
+    model = init_chat_model(settings.model, timeout=settings.model_timeout_s, max_retries=0, **extra)
     assert isinstance(model, BaseChatModel)
     return model
 

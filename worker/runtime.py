@@ -18,6 +18,7 @@ from chatlane.connection import connect
 from chatlane.keys import WORKER_HEARTBEAT_S, Keys
 from chatlane.scripts import Advance, AttemptEnded, Claim, Handback, Renew, Sweep
 from chatlane.settings import Settings, ms
+from worker.budget import ModelBudget
 from worker.evidence import EvidenceLog
 from worker.lease import LeasePolicy, LeaseScripts
 from worker.llm import build_model
@@ -40,6 +41,7 @@ class Runtime:
     lease_policy: LeasePolicy
     sweep: Sweep
     evidence: EvidenceLog
+    budget: ModelBudget
     model: BaseChatModel
     worker_id: str
     streams: StreamWriter
@@ -67,6 +69,7 @@ class Runtime:
             LeasePolicy(s.lease_ttl_ms, s.lease_renew_ms, s.lease_safety_ms, s.fault_ignore_lease_loss),
             Sweep(redis, keys, s),
             EvidenceLog(AttemptEnded(redis, keys)),
+            ModelBudget(redis, keys, s, s.model),
             build_model(s),
             worker_id,
             StreamWriter(redis, stream_ttl_ms),

@@ -5,7 +5,8 @@
 -- Returns one of
 --   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
 --                 fence: a paused or partitioned ex-holder can never commit.
---   {"turn", id, text, attempts, started_ms}   the next turn is now running (attempt counted)
+--   {"turn", id, text, attempts, started_ms, paused_ms}   the next turn is now running (attempt
+--                 counted); paused_ms: what is left of the model's provider pause, 0 if none
 --   {"released"}  the inbox is empty: lease deleted, session left the pending set
 --   {"stopped"}   `next_step` was "stop", or "yield" and another session's drain job has waited
 --                 for a slot longer than `yield_grace_ms`: nothing begun, the lease is still ours
@@ -17,6 +18,7 @@ local history_key   = KEYS[3]
 local stats_key     = KEYS[4]  -- fleet counters (HASH)
 local pending_key   = KEYS[5]  -- pending sessions (SET)
 local queue_key     = KEYS[6]  -- arq queue (ZSET), read for "yield"
+local pause_key     = KEYS[7]  -- the model's provider pause (budget_pause.lua)
 local token         = ARGV[1]  -- our lease token
 local ttl_ms        = ARGV[2]
 local prefix        = ARGV[3]  -- turn key prefix
@@ -71,5 +73,9 @@ if next_step == "yield" and redis.call("LLEN", inbox_key) > 0
   redis.call("HINCRBY", stats_key, "drains_yielded", 1)
   return {"stopped"}
 end
-return begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts, now_ms,
-  turn_ttl_ms, stream_ttl_ms)
+local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
+  now_ms, turn_ttl_ms, stream_ttl_ms)
+if step[1] == "turn" then
+  step[6] = math.max(0, redis.call("PTTL", pause_key))
+end
+return step

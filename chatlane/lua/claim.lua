@@ -2,7 +2,8 @@
 -- claim: take a session's lease for a drain job and begin its head turn, or say why not.
 --
 -- Returns {1, token, step, tail} on success: token = "<fence>:<holder>:<nonce>", unique for all time
---   per session, even if the fence counter rolls back; step is what begin_head returned ({"turn", ...}, or {"released"} if no head turn was
+--   per session, even if the fence counter rolls back; a begun step carries a 6th item, the ms
+--   left of the model's provider pause (0: none), so no turn calls a paused model; step is what begin_head returned ({"turn", ...}, or {"released"} if no head turn was
 --   runnable); tail is the newest `tail_len` history entries, oldest first (the drain's window
 --   starts there). Beginning and reading here saves a drain two round trips before its first turn.
 --   The drain-job key is cleared (the next enqueue after our release must queue a new job), and
@@ -18,6 +19,7 @@ local pending_key   = KEYS[5]  -- pending sessions (SET)
 local queue_key     = KEYS[6]  -- arq queue (ZSET)
 local stats_key     = KEYS[7]  -- fleet counters (HASH)
 local history_key   = KEYS[8]
+local pause_key     = KEYS[9]  -- the model's provider pause (budget_pause.lua)
 local session_id    = ARGV[1]
 local holder        = ARGV[2]  -- worker id
 local ttl_ms        = ARGV[3]
@@ -50,5 +52,6 @@ local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id
 local tail = {}
 if step[1] == "turn" then
   tail = redis.call("LRANGE", history_key, -tail_len, -1)
+  step[6] = math.max(0, redis.call("PTTL", pause_key))
 end
 return {1, token, step, tail}

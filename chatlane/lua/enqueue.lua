@@ -51,7 +51,7 @@ local position = redis.call("RPUSH", inbox_key, turn_id) - 1
 redis.call("SADD", pending_key, session_id)
 local queued = 0
 if redis.call("EXISTS", lease_key) == 0 and redis.call("EXISTS", drain_job_key) == 0 then
-  queue_drain(drain_job_key, job_key, queue_key, drain_job_id, job_payload, job_expiry_ms)
+  queue_drain(drain_job_key, job_key, queue_key, drain_job_id, job_payload, job_expiry_ms, 0)
   queued = 1
 end
 return {"new", turn_id, queued, position, now_ms}

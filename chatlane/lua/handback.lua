@@ -5,7 +5,10 @@
 -- Returns 0 if the lease is not ours (nothing written); 1 if the inbox was empty (lease
 -- released, session left pending); 2 if a new drain job was queued and the lease released.
 -- A head turn left "running" by an interrupted generation goes back to "queued": it has not
--- been committed and will run again (its attempt stays counted).
+-- been committed and will run again (its attempt stays counted, unless `refund` says the
+-- attempt never reached the model: it waited for budget, or the provider refused it with 429).
+-- With `delay_ms` the new drain job is due only then: the session waits for budget without
+-- holding a job slot, and keeps its order (the head turn stays at the head).
 local lease_key     = KEYS[1]
 local inbox_key     = KEYS[2]
 local drain_job_key = KEYS[3]
@@ -18,6 +21,8 @@ local job_id        = ARGV[3]  -- the new drain job
 local job_payload   = ARGV[4]
 local job_expiry_ms = ARGV[5]
 local prefix        = ARGV[6]  -- turn key prefix
+local delay_ms      = tonumber(ARGV[7])
+local refund        = ARGV[8]  -- "1": the head turn's current attempt does not count
 
 if redis.call("GET", lease_key) ~= token then
   return 0
@@ -31,6 +36,9 @@ end
 local tk = prefix .. head
 if redis.call("HGET", tk, "state") == "running" then
   redis.call("HSET", tk, "state", "queued")
+  if refund == "1" and tonumber(redis.call("HGET", tk, "attempts") or "0") > 0 then
+    redis.call("HINCRBY", tk, "attempts", -1)
+  end
 end
-queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_expiry_ms)
+queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_expiry_ms, delay_ms)
 return 2

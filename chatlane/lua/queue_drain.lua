@@ -6,8 +6,9 @@
 -- accepting work and queuing the job that will serve it happen in the same atomic step.
 --   drain_job_key  session's drain-job key    job_key  arq job key ("arq:job:" .. job_id)
 --   queue_key  arq queue ZSET              job_id, payload (serialized arq job), expires_ms
-local function queue_drain(drain_job_key, job_key, queue_key, job_id, payload, expires_ms)
+--   delay_ms   0, or how long the job must wait ("not before": the session waits for budget)
+local function queue_drain(drain_job_key, job_key, queue_key, job_id, payload, expires_ms, delay_ms)
   redis.call("SET", drain_job_key, job_id)
-  redis.call("SET", job_key, payload, "PX", expires_ms)
-  redis.call("ZADD", queue_key, redis_now_ms(), job_id)
+  redis.call("SET", job_key, payload, "PX", expires_ms + delay_ms)
+  redis.call("ZADD", queue_key, redis_now_ms() + delay_ms, job_id)
 end

@@ -38,5 +38,5 @@ if current then
     end
   end
 end
-queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_expiry_ms)
+queue_drain(drain_job_key, job_key, queue_key, job_id, job_payload, job_expiry_ms, 0)
 return 1

@@ -6,6 +6,7 @@ describes, and turns the script's answer into a typed value or a typed error.
 
 from chatlane.scripts.advance import Advance, AttemptEnd, Finish, Next
 from chatlane.scripts.attempt_ended import AttemptEnded
+from chatlane.scripts.budget import BudgetAcquire, BudgetPause, BudgetRelease, Granted, Limits, Wait, Wake
 from chatlane.scripts.cancel import Cancel
 from chatlane.scripts.claim import Claim, Claimed
 from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
@@ -20,17 +21,24 @@ __all__ = [
     "AttemptEnd",
     "AttemptEnded",
     "Begun",
+    "BudgetAcquire",
+    "BudgetPause",
+    "BudgetRelease",
     "Cancel",
     "Claim",
     "Claimed",
     "Duplicate",
     "Enqueue",
     "Finish",
+    "Granted",
     "Handback",
+    "Limits",
     "Next",
     "Released",
     "Renew",
     "Step",
     "Stopped",
     "Sweep",
+    "Wait",
+    "Wake",
 ]

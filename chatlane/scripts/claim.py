@@ -31,7 +31,8 @@ class Claim:
         nonce = uuid.uuid4().hex[:12]  # 48 random bits: see claim.lua
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         res = await self._script(
-            keys=[sk.lease, sk.fence, sk.inbox, sk.drain_job, k.pending, k.queue, k.stats, sk.history],
+            keys=[sk.lease, sk.fence, sk.inbox, sk.drain_job, k.pending, k.queue, k.stats, sk.history,
+                  k.budget(s.model).pause],
             args=[session_id, holder, s.lease_ttl_ms, job_id, k.turn_prefix, k.stream_suffix, s.max_attempts,
                   s.turn_ttl_ms, s.stream_ttl_ms, tail_len, nonce],
         )  # fmt: skip

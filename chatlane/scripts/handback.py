@@ -15,14 +15,16 @@ class Handback:
         self._script = register(redis, "handback")
         self._keys = keys
 
-    async def __call__(self, *, session_id: str, token: str) -> bool:
-        """True if turns still wait and a new drain job was queued for them; False if the inbox was
-        empty. Either way the lease is released. Raises LeaseLost (nothing written) if not ours."""
+    async def __call__(self, *, session_id: str, token: str, delay_ms: int = 0, refund: bool = False) -> bool:
+        """True if turns still wait and a new drain job was queued for them (due in ``delay_ms``);
+        False if the inbox was empty. Either way the lease is released. ``refund``: the head turn's
+        current attempt did not reach the model. Raises LeaseLost (nothing written) if not ours."""
         k, sk, job = self._keys, self._keys.session(session_id), DrainJob.new(session_id)
         res = await self._script(
             keys=[sk.lease, sk.inbox, sk.drain_job, k.pending, job.key, k.queue],
-            args=[token, session_id, job.job_id, job.payload, job.expires_ms, k.turn_prefix],
-        )
+            args=[token, session_id, job.job_id, job.payload, job.expires_ms, k.turn_prefix, delay_ms,
+                  "1" if refund else "0"],
+        )  # fmt: skip
         if res == 0:
             raise LeaseLost(sk.lease)
         return bool(res == 2)

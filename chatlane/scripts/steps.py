@@ -16,6 +16,7 @@ class Begun:
     text: str
     attempt: int
     started_ms: int
+    paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ Step = Begun | Released | Stopped
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]))
+        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), int(res[5]) if len(res) > 5 else 0)
     if kind == "released":
         return Released()
     if kind == "stopped":
