@@ -18,6 +18,11 @@ class TextTooLong(InvalidInput):
     http_status = 413
 
 
+class WebhookNotAllowed(InvalidInput):
+    code = "webhook_not_allowed"
+    http_status = 422
+
+
 class TurnNotFound(ChatlaneError, LookupError):
     code = "turn_not_found"
     http_status = 404

@@ -53,6 +53,15 @@ class Keys:
         return f"{self.prefix}:stats"
 
     @property
+    def webhooks_due(self) -> str:
+        """ZSET turn id -> ms its webhook is due (the outbox: end_turn.lua adds, workers deliver)."""
+        return f"{self.prefix}:webhooks:due"
+
+    def webhook_log(self, turn_id: str) -> str:
+        """LIST of JSON delivery attempts of a turn's webhook (expires with the turn record)."""
+        return f"{self.turn_prefix}{turn_id}:webhook"
+
+    @property
     def sweep_turn(self) -> str:
         """STRING with PX: the worker whose turn it is to sweep this interval (one sweep per interval)."""
         return f"{self.prefix}:sweep"

@@ -103,6 +103,27 @@ class BudgetConfig(BaseModel):
     provider_backoff_s: float = Field(5.0, gt=0)
 
 
+class WebhookConfig(BaseModel):
+    """Calls back a URL when a turn ends (Standard Webhooks: signed, retried, at least once)."""
+
+    # Used for turns enqueued without a webhook_url of their own; unset: no webhook.
+    webhook_url: str | None = None
+    # "whsec_<base64>" (the Standard Webhooks form); deliveries are signed with it. Required when
+    # any webhook URL is set.
+    webhook_secret: SecretStr = SecretStr("")
+    # Comma-separated hosts a webhook URL may name ("hooks.example.com", or "*.example.com" for
+    # its subdomains); empty allows none, so a caller cannot make workers call internal addresses.
+    webhook_allow_hosts: str = ""
+    # Deliveries are retried with exponential backoff for this long after the first attempt (at
+    # most the turn's own retention, CHATLANE_TURN_TTL_S), then given up, as the log says.
+    webhook_retry_span_s: float = Field(86400.0, gt=0)
+    webhook_backoff_s: float = Field(1.0, gt=0)
+    webhook_backoff_max_s: float = Field(3600.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    # Deliveries in flight per worker process: webhooks never take an arq job slot from a drain.
+    webhook_concurrency: int = Field(8, ge=1)
+
+
 class ApiConfig(BaseModel):
     # HTTP API: comma-separated bearer keys; empty = no auth (the app warns at start)
     api_keys: SecretStr = SecretStr("")
@@ -117,7 +138,17 @@ class LimitsConfig(BaseModel):
     stream_ttl_s: int = Field(600, ge=1)
 
 
-class Settings(BaseSettings, RedisConfig, ModelConfig, FaultConfig, LeaseConfig, BudgetConfig, ApiConfig, LimitsConfig):
+class Settings(
+    BaseSettings,
+    RedisConfig,
+    ModelConfig,
+    FaultConfig,
+    LeaseConfig,
+    BudgetConfig,
+    WebhookConfig,
+    ApiConfig,
+    LimitsConfig,
+):
     model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
 
     @model_validator(mode="after")

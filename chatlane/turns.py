@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -64,6 +65,25 @@ class TurnStatus(BaseModel):
             started_at=_ms(rec["started"]) if rec.get("started") else None,
             finished_at=_ms(rec["finished"]) if rec.get("finished") else None,
         )
+
+
+class WebhookAttempt(BaseModel):
+    attempt: int
+    at: datetime
+    status: int | None = Field(None, description="the receiver's HTTP status; null if none answered")
+    error: str = ""
+
+
+class WebhookLog(BaseModel):
+    state: str = Field(description="pending | delivered | retry | gave_up")
+    next_at: datetime | None = Field(None, description="when the next attempt is due, while retrying")
+    attempts: list[WebhookAttempt]
+
+    @classmethod
+    def from_record(cls, rec: dict[str, str], raw: list[str]) -> WebhookLog:
+        attempts = [WebhookAttempt.model_validate({**(e := json.loads(r)), "at": _ms(e["at"])}) for r in raw]
+        nxt = rec.get("webhook_next")
+        return cls(state=rec.get("webhook_state") or "pending", next_at=_ms(nxt) if nxt else None, attempts=attempts)
 
 
 def _ms(ms: str | int) -> datetime:

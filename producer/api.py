@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.messages import turn_id_of
 from chatlane.settings import Settings, get_settings
-from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus
+from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
 from producer.api_schemas import Health, Message, MessagePage, Ready, TurnRequest
@@ -73,7 +73,7 @@ def v1_router(auth: bool) -> APIRouter:
     async def enqueue_turn(
         session_id: SessionId, body: TurnRequest, response: Response, producer: Producer
     ) -> TurnStatus:
-        enq = await producer.submit(session_id, body.text, body.idempotency_key)
+        enq = await producer.submit(session_id, body.text, body.idempotency_key, webhook_url=body.webhook_url)
         response.status_code = 202 if enq.created else 200
         response.headers["Location"] = f"{API_PREFIX}/turns/{enq.status.turn_id}"
         return enq.status
@@ -88,6 +88,23 @@ def v1_router(auth: bool) -> APIRouter:
         """Only a queued turn can be cancelled (else 409 `turn_not_cancellable`): a running
         generation is never interrupted, its outcome is committed as usual."""
         return await producer.cancel(turn_id)
+
+    @v1.post(
+        "/turns/{turn_id}/webhook/redeliver",
+        status_code=202,
+        summary="Send an ended turn's webhook again",
+        responses=error_responses(404, 422),
+    )
+    async def redeliver_webhook(turn_id: TurnId, producer: Producer) -> WebhookLog:
+        """Queues the delivery now, with a new retry span; 422 `webhook_not_allowed` if the turn has
+        no webhook or has not ended yet."""
+        await producer.redeliver_webhook(turn_id)
+        return await producer.webhook_log(turn_id)
+
+    @v1.get("/turns/{turn_id}/webhook", summary="A turn's webhook deliveries", responses=error_responses(404, 422))
+    async def webhook_log(turn_id: TurnId, producer: Producer) -> WebhookLog:
+        """Every attempt (time, the receiver's status or the error), the state, and the next try."""
+        return await producer.webhook_log(turn_id)
 
     @v1.get(
         "/turns/{turn_id}/stream",

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatlane.turns import IDEMPOTENCY_KEY_PATTERN
+from chatlane.webhooks import MAX_URL_CHARS
 
 
 class TurnRequest(BaseModel):
@@ -22,6 +23,12 @@ class TurnRequest(BaseModel):
         None,
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="repeat it to get the same turn back (200) instead of a new one; scoped to the session",
+    )
+    webhook_url: str | None = Field(
+        None,
+        max_length=MAX_URL_CHARS,
+        description="POSTed the final status when the turn ends (Standard Webhooks signature); its host "
+        "must be in CHATLANE_WEBHOOK_ALLOW_HOSTS (else 422 `webhook_not_allowed`); default CHATLANE_WEBHOOK_URL",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,21 +15,24 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect
-from chatlane.errors import IdempotencyConflict, RedisUnavailable, TurnNotFound, WaitTimeout
+from chatlane.errors import IdempotencyConflict, RedisUnavailable, TurnNotFound, WaitTimeout, WebhookNotAllowed
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.messages import decode_messages, page_bounds
 from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue
+from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
 from chatlane.turns import (
     TurnState,
     TurnStatus,
+    WebhookLog,
     validate_idempotency_key,
     validate_session_id,
     validate_text,
     validate_turn_id,
 )
+from chatlane.webhooks import allowed_hosts, check_webhook_url
 
 T = TypeVar("T")
 
@@ -61,6 +65,7 @@ class ChatProducer:
         self.redis = redis if redis is not None else connect(self.settings)
         self._enqueue = Enqueue(self.redis, self.keys)
         self._cancel = Cancel(self.redis, self.keys, self.settings)
+        self._redeliver = WebhookRedeliver(self.redis, self.keys)
 
     async def __aenter__(self) -> ChatProducer:
         return self
@@ -84,42 +89,42 @@ class ChatProducer:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    async def enqueue(self, session_id: str, text: str, idempotency_key: str | None = None) -> TurnStatus:
-        return (await self.submit(session_id, text, idempotency_key)).status
+    async def enqueue(
+        self, session_id: str, text: str, idempotency_key: str | None = None, *, webhook_url: str | None = None
+    ) -> TurnStatus:
+        return (await self.submit(session_id, text, idempotency_key, webhook_url=webhook_url)).status
 
-    async def submit(self, session_id: str, text: str, idempotency_key: str | None = None) -> Enqueued:
-        """Enqueue a turn; also says whether it is new or an idempotent repeat."""
+    async def submit(
+        self, session_id: str, text: str, idempotency_key: str | None = None, *, webhook_url: str | None = None
+    ) -> Enqueued:
+        """Enqueue a turn; also says whether it is new or an idempotent repeat. ``webhook_url``
+        (default CHATLANE_WEBHOOK_URL) is called back when the turn ends."""
         validate_session_id(session_id)
         validate_text(text, self.settings.max_text_chars)
         validate_idempotency_key(idempotency_key)
+        hook = self._webhook(webhook_url)
         turn_id = uuid.uuid4().hex
-        job = DrainJob.new(session_id)
+        enqueue = functools.partial(
+            self._enqueue,
+            session_id=session_id,
+            turn_id=turn_id,
+            text=text,
+            idempotency_key=idempotency_key,
+            max_waiting=self.settings.max_queued_per_session,
+            job=DrainJob.new(session_id),
+            webhook_url=hook,
+        )
 
         async def run() -> Accepted | Duplicate:
-            call = self._enqueue(
-                session_id=session_id,
-                turn_id=turn_id,
-                text=text,
-                idempotency_key=idempotency_key,
-                max_waiting=self.settings.max_queued_per_session,
-                job=job,
-            )
             try:
-                return await call
+                return await enqueue()
             except redis_errors.ConnectionError:
                 # The script may have run before the connection broke. Retrying with the same
                 # turn id is safe: the script answers "dup" if the turn record exists. Not
                 # after a timeout: Redis is not answering, and a second wait is not failing fast
                 # (the caller retries with its idempotency key to stay exactly-once).
                 await asyncio.sleep(0.1)
-                return await self._enqueue(
-                    session_id=session_id,
-                    turn_id=turn_id,
-                    text=text,
-                    idempotency_key=idempotency_key,
-                    max_waiting=self.settings.max_queued_per_session,
-                    job=job,
-                )
+                return await enqueue()
 
         res = await self._call(run)
         if isinstance(res, Duplicate):
@@ -134,6 +139,29 @@ class ChatProducer:
             res.position,
         )
         return Enqueued(st, created=True)
+
+    def _webhook(self, url: str | None) -> str | None:
+        url = url or self.settings.webhook_url
+        if url is None:
+            return None
+        check_webhook_url(url, allowed_hosts(self.settings.webhook_allow_hosts))
+        if not self.settings.webhook_secret.get_secret_value():
+            raise WebhookNotAllowed("webhooks need CHATLANE_WEBHOOK_SECRET (deliveries are signed)")
+        return url
+
+    async def redeliver_webhook(self, turn_id: str) -> None:
+        """Send an ended turn's webhook again now (a new retry span)."""
+        validate_turn_id(turn_id)
+        await self._call(lambda: self._redeliver(turn_id=turn_id))
+
+    async def webhook_log(self, turn_id: str) -> WebhookLog:
+        """The turn's webhook deliveries so far: state, next try, and every attempt."""
+        validate_turn_id(turn_id)
+        rec: dict[str, str] = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
+        if not rec:
+            raise TurnNotFound(turn_id)
+        raw: list[str] = await self._call(lambda: self.redis.lrange(self.keys.webhook_log(turn_id), 0, -1))  # type: ignore[arg-type,return-value]
+        return WebhookLog.from_record(rec, raw)
 
     async def cancel(self, turn_id: str, reason: str = "cancelled by the client") -> TurnStatus:
         """Withdraw a queued turn; a running or finished one raises TurnNotCancellable."""

@@ -23,6 +23,7 @@ from worker.evidence import EvidenceLog
 from worker.lease import LeasePolicy, LeaseScripts
 from worker.llm import build_model
 from worker.publish import StreamWriter
+from worker.webhooks import WebhookSender
 
 log = logging.getLogger("chatlane.worker")
 # The key under which the worker's arq ctx carries its Runtime.
@@ -42,6 +43,7 @@ class Runtime:
     sweep: Sweep
     evidence: EvidenceLog
     budget: ModelBudget
+    webhooks: WebhookSender
     model: BaseChatModel
     worker_id: str
     streams: StreamWriter
@@ -70,6 +72,7 @@ class Runtime:
             Sweep(redis, keys, s),
             EvidenceLog(AttemptEnded(redis, keys)),
             ModelBudget(redis, keys, s, s.model),
+            WebhookSender(redis, keys, s),
             build_model(s),
             worker_id,
             StreamWriter(redis, stream_ttl_ms),

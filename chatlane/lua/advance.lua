@@ -19,6 +19,7 @@ local stats_key     = KEYS[4]  -- fleet counters (HASH)
 local pending_key   = KEYS[5]  -- pending sessions (SET)
 local queue_key     = KEYS[6]  -- arq queue (ZSET), read for "yield"
 local pause_key     = KEYS[7]  -- the model's provider pause (budget_pause.lua)
+local outbox_key    = KEYS[8]  -- webhooks due (end_turn.lua)
 local token         = ARGV[1]  -- our lease token
 local ttl_ms        = ARGV[2]
 local prefix        = ARGV[3]  -- turn key prefix
@@ -58,9 +59,9 @@ if finish_id ~= "" then
   redis.call("LPOP", inbox_key)
   if outcome == "completed" then
     redis.call("RPUSH", history_key, user_json, ai_json)
-    end_turn(tk, tk .. suffix, "completed", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms)
+    end_turn(tk, tk .. suffix, "completed", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
   else
-    end_turn(tk, tk .. suffix, "failed", "error", result, now_ms, turn_ttl_ms, stream_ttl_ms)
+    end_turn(tk, tk .. suffix, "failed", "error", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
   end
 end
 
@@ -74,7 +75,7 @@ if next_step == "yield" and redis.call("LLEN", inbox_key) > 0
   return {"stopped"}
 end
 local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
-  now_ms, turn_ttl_ms, stream_ttl_ms)
+  now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
 if step[1] == "turn" then
   step[6] = math.max(0, redis.call("PTTL", pause_key))
 end

@@ -10,10 +10,10 @@
 -- Each attempt's start is kept as "a<n>s" beside "started" (the latest): see record_attempt.lua.
 --   lease_key, inbox_key, stats_key, pending_key, session_id
 --   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
---   turn_ttl_ms, stream_ttl_ms   retention of a turn failed here
+--   turn_ttl_ms, stream_ttl_ms   retention of a turn failed here   outbox_key  see end_turn.lua
 -- Stream entries use the fields of chatlane/stream.py: t=type, a=attempt.
 local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix,
-                          max_attempts, now_ms, turn_ttl_ms, stream_ttl_ms)
+                          max_attempts, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
   while true do
     local head = redis.call("LINDEX", inbox_key, 0)
     if not head then
@@ -39,7 +39,7 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
       redis.call("LPOP", inbox_key)
       end_turn(tk, tk .. suffix, "failed", "error",
         "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)",
-        now_ms, turn_ttl_ms, stream_ttl_ms)
+        now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
     end
   end
 end

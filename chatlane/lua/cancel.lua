@@ -8,6 +8,7 @@
 local turn_key      = KEYS[1]  -- turn record (HASH)
 local inbox_key     = KEYS[2]  -- its session's inbox (LIST)
 local stream_key    = KEYS[3]  -- its token stream
+local outbox_key    = KEYS[4]  -- webhooks due (end_turn.lua)
 local turn_id       = ARGV[1]
 local session_id    = ARGV[2]  -- as the caller read it from the record
 local reason        = ARGV[3]
@@ -22,5 +23,5 @@ if state ~= "queued" then
   return {"state", state}
 end
 redis.call("LREM", inbox_key, 1, turn_id)
-end_turn(turn_key, stream_key, "cancelled", "error", reason, redis_now_ms(), turn_ttl_ms, stream_ttl_ms)
+end_turn(turn_key, stream_key, "cancelled", "error", reason, redis_now_ms(), turn_ttl_ms, stream_ttl_ms, outbox_key)
 return {"cancelled"}

@@ -20,6 +20,7 @@ local queue_key     = KEYS[6]  -- arq queue (ZSET)
 local stats_key     = KEYS[7]  -- fleet counters (HASH)
 local history_key   = KEYS[8]
 local pause_key     = KEYS[9]  -- the model's provider pause (budget_pause.lua)
+local outbox_key    = KEYS[10] -- webhooks due (end_turn.lua)
 local session_id    = ARGV[1]
 local holder        = ARGV[2]  -- worker id
 local ttl_ms        = ARGV[3]
@@ -48,7 +49,7 @@ redis.call("SET", lease_key, token, "PX", ttl_ms)
 redis.call("DEL", drain_job_key)
 redis.call("ZREM", queue_key, job_id)
 local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
-  redis_now_ms(), turn_ttl_ms, stream_ttl_ms)
+  redis_now_ms(), turn_ttl_ms, stream_ttl_ms, outbox_key)
 local tail = {}
 if step[1] == "turn" then
   tail = redis.call("LRANGE", history_key, -tail_len, -1)

@@ -7,8 +7,15 @@
 --   state      "completed" | "failed" | "cancelled"
 --   field, value  "reply"/"error" and its text      now_ms  Redis TIME in ms
 --   turn_ttl_ms, stream_ttl_ms  retention after the end
-local function end_turn(turn_key, stream_key, state, field, value, now_ms, turn_ttl_ms, stream_ttl_ms)
+--   outbox_key  webhooks due (ZSET turn id -> due ms): a turn with a webhook URL enters it here, in
+--               the same script that ends it, so no ended turn's webhook is ever forgotten
+local function end_turn(turn_key, stream_key, state, field, value, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
   redis.call("HSET", turn_key, "state", state, field, value, "finished", now_ms)
+  local hook = redis.call("HGET", turn_key, "webhook")
+  if hook and hook ~= "" then
+    -- A turn record's key ends with its 32-hex-digit turn id (chatlane/keys.py, Keys.turn).
+    redis.call("ZADD", outbox_key, now_ms, string.sub(turn_key, -32))
+  end
   redis.call("PEXPIRE", turn_key, turn_ttl_ms)
   local idem = redis.call("HGET", turn_key, "idem")
   if idem and idem ~= "" then

@@ -57,7 +57,8 @@ class Advance:
                 user, ai = finish.entries
         ended_args: list[str | int] = ["", "", ""] if ended is None else [ended.turn_id, ended.attempt, ended.ended_ms]
         res = await self._script(
-            keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending, k.queue, k.budget(s.model).pause],
+            keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending, k.queue, k.budget(s.model).pause,
+                  k.webhooks_due],
             args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text, user, ai,
                   s.turn_ttl_ms, s.stream_ttl_ms, next.value, s.max_attempts, session_id, *ended_args,
                   s.yield_grace_ms],

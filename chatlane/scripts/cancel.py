@@ -20,7 +20,7 @@ class Cancel:
         """Raises TurnNotFound (no such turn in that session) or TurnNotCancellable (not queued)."""
         k, s = self._keys, self._settings
         res = await self._script(
-            keys=[k.turn(turn_id), k.session(session_id).inbox, k.stream(turn_id)],
+            keys=[k.turn(turn_id), k.session(session_id).inbox, k.stream(turn_id), k.webhooks_due],
             args=[turn_id, session_id, reason, s.turn_ttl_ms, s.stream_ttl_ms],
         )
         if res[0] == "missing":

@@ -41,6 +41,7 @@ class Enqueue:
         idempotency_key: str | None,
         max_waiting: int,
         job: DrainJob,
+        webhook_url: str | None = None,
     ) -> Accepted | Duplicate:
         """Raises QueueFull (nothing written) when the session already has ``max_waiting`` turns."""
         k, sk = self._keys, self._keys.session(session_id)
@@ -49,7 +50,7 @@ class Enqueue:
         status, tid, queued, position, created_ms = await self._script(
             keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
-                  job.expires_ms],
+                  job.expires_ms, webhook_url or ""],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)
