@@ -51,7 +51,8 @@ _DESCRIPTIONS = {
     409: "the idempotency key already names a turn with a different text (`idempotency_conflict`), "
     "or the turn is not queued and cannot be cancelled (`turn_not_cancellable`)",
     413: "body larger than the cap (`body_too_large`) or text longer than CHATLANE_MAX_TEXT_CHARS (`text_too_long`)",
-    422: "invalid input (`invalid_input`): see `detail`; a webhook URL whose host is not allowed (`webhook_not_allowed`)",
+    422: "invalid input (`invalid_input`): see `detail`; a webhook URL whose host is not allowed "
+    "(`webhook_not_allowed`)",
     429: "the session already has CHATLANE_MAX_QUEUED_PER_SESSION waiting turns (`session_queue_full`)",
     503: "Redis is unreachable (`redis_unavailable`)",
 }
