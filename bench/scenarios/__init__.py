@@ -15,6 +15,7 @@ from bench.scenarios import (
     b6_memory,
     b7_cpu,
     b8_naive,
+    b12_budget,
 )
 
 
@@ -37,4 +38,5 @@ SCENARIOS: list[Scenario] = [
     b6_memory,
     b7_cpu,
     b8_naive,
+    b12_budget,
 ]
