@@ -47,9 +47,21 @@ class TurnNotCancellable(ChatlaneError):
     http_status = 409
 
     def __init__(self, turn_id: str, state: str) -> None:
-        super().__init__(f"turn {turn_id} is {state}; only queued turns can be cancelled")
+        super().__init__(f"turn {turn_id} is {state}; only queued or running turns can be cancelled")
         self.turn_id = turn_id
         self.state = state
+
+
+class SessionBusy(ChatlaneError):
+    """``on_busy="reject"`` and the session has a queued or running turn: nothing was written."""
+
+    code = "session_busy"
+    http_status = 409
+
+    def __init__(self, session_id: str, waiting: int) -> None:
+        super().__init__(f"session {session_id!r} is busy ({waiting} turn(s) queued or running); nothing was enqueued")
+        self.session_id = session_id
+        self.waiting = waiting
 
 
 class QueueFull(ChatlaneError):

@@ -62,6 +62,20 @@ class Keys:
         return f"{self.turn_prefix}{turn_id}:webhook"
 
     @property
+    def deadlines(self) -> str:
+        """ZSET turn id -> epoch ms by which a queued turn must start (expires_after_s; expire.lua)."""
+        return f"{self.prefix}:deadlines"
+
+    @property
+    def stop_channel_prefix(self) -> str:
+        """Pub/sub channels, one per worker process: a stop request for a running turn is published
+        on its holder's channel (stop_request.lua reads the holder from the lease token)."""
+        return f"{self.prefix}:stop:"
+
+    def stop_channel(self, worker_id: str) -> str:
+        return f"{self.stop_channel_prefix}{worker_id}"
+
+    @property
     def sweep_turn(self) -> str:
         """STRING with PX: the worker whose turn it is to sweep this interval (one sweep per interval)."""
         return f"{self.prefix}:sweep"

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatlane.turns import OnBusy
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -124,6 +126,25 @@ class WebhookConfig(BaseModel):
     webhook_concurrency: int = Field(8, ge=1)
 
 
+class SteeringConfig(BaseModel):
+    """What a new text does to a busy session, how rapid texts coalesce, how long a turn may wait.
+    README "Steering a live conversation" has a timeline for each policy."""
+
+    # enqueue | reject | interrupt | rollback | coalesce, for enqueues that name no policy
+    on_busy: OnBusy = OnBusy.enqueue
+    # Debounce of on_busy=coalesce: a turn that can still absorb texts begins this long after its
+    # newest text, at most coalesce_max_wait_ms after its first, and absorbs at most
+    # coalesce_max_texts texts. 2 s covers the gap between the parts of a thought sent as quick
+    # separate messages; 8 s bounds what a user who keeps typing waits; 10 bounds the prompt a
+    # flood of texts can build. Every coalesced turn pays the window before its model call starts.
+    coalesce_window_ms: int = Field(2000, ge=0, le=600_000)
+    coalesce_max_wait_ms: int = Field(8000, ge=0, le=3_600_000)
+    coalesce_max_texts: int = Field(10, ge=1, le=1000)
+    # Default expires_after_s of an enqueue: a turn not started this long after it was accepted
+    # ends `expired` without running. Unset: no deadline.
+    queued_turn_ttl_s: float | None = Field(None, gt=0, le=30 * 86400)
+
+
 class ApiConfig(BaseModel):
     # HTTP API: comma-separated bearer keys; empty = no auth (the app warns at start)
     api_keys: SecretStr = SecretStr("")
@@ -146,6 +167,7 @@ class Settings(
     LeaseConfig,
     BudgetConfig,
     WebhookConfig,
+    SteeringConfig,
     ApiConfig,
     LimitsConfig,
 ):
@@ -161,6 +183,8 @@ class Settings(
         if self.lease_renew_ms + self.lease_safety_ms >= self.lease_ttl_ms:
             # A renewal must be due before the holder's own deadline, or it would give up every lease.
             raise ValueError("lease_renew_interval_ms + lease_margin_ms must be below lease_ttl_ms")
+        if self.coalesce_max_wait_ms < self.coalesce_window_ms:
+            raise ValueError("coalesce_max_wait_ms must be >= coalesce_window_ms")
         return self
 
     @property

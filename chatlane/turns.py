@@ -17,6 +17,8 @@ TURN_ID_PATTERN = r"^[0-9a-f]{32}$"
 _SESSION_RE = re.compile(SESSION_ID_PATTERN)
 _IDEM_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _TURN_ID_RE = re.compile(TURN_ID_PATTERN)
+# A queued turn's deadline can be at most this far off (30 days): longer is a mistake, not a deadline.
+MAX_EXPIRES_AFTER_S = 30 * 86400
 
 
 class TurnState(StrEnum):
@@ -25,10 +27,22 @@ class TurnState(StrEnum):
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+    interrupted = "interrupted"  # stopped while running; its partial reply is in the history
+    expired = "expired"  # not started within its expires_after_s
 
     @property
     def terminal(self) -> bool:
-        return self in (TurnState.completed, TurnState.failed, TurnState.cancelled)
+        return self not in (TurnState.queued, TurnState.running)
+
+
+class OnBusy(StrEnum):
+    """What an enqueue does while the session has a queued or running turn (README "Steering")."""
+
+    enqueue = "enqueue"  # queue behind them
+    reject = "reject"  # SessionBusy (409), nothing written
+    interrupt = "interrupt"  # stop the running turn (ends interrupted, partial reply kept), cancel the queued
+    rollback = "rollback"  # as interrupt, but the running turn ends cancelled, nothing in history
+    coalesce = "coalesce"  # join the newest turn that has not started; else queue a new one
 
 
 class TurnStatus(BaseModel):
@@ -36,9 +50,18 @@ class TurnStatus(BaseModel):
     session_id: str
     state: TurnState
     position: int | None = Field(None, description="0-based place in the session inbox while queued")
-    text: str
-    reply: str | None = Field(None, description="the reply; while running, the text generated so far")
-    error: str | None = None
+    text: str = Field(description="the turn's (first) user message")
+    texts: list[str] = Field(description="every user message the turn answers, in order: more than one when coalesced")
+    coalesced: int = Field(0, description="texts that joined this turn after the first (on_busy=coalesce)")
+    reply: str | None = Field(
+        None, description="the reply; while running, the text generated so far; when interrupted, the partial reply"
+    )
+    error: str | None = Field(None, description="why it failed (also the reason of a cancelled turn)")
+    reason: str | None = Field(
+        None,
+        description="what ended it and at whose request (failed, cancelled, interrupted, expired); while running, "
+        "a stop that was requested and how the turn will end",
+    )
     attempts: int = 0
     created_at: datetime
     started_at: datetime | None = Field(None, description="start of the generation that was committed")
@@ -52,14 +75,18 @@ class TurnStatus(BaseModel):
         reply = rec.get("reply")
         if reply is None and state is TurnState.running:
             reply = partial
+        error = rec.get("error") or None
         return cls(
             turn_id=turn_id,
             session_id=rec["session"],
             state=state,
             position=position if state is TurnState.queued else None,
             text=rec["text"],
+            texts=[rec["text"], *more_texts(rec.get("more"))],
+            coalesced=int(rec.get("coalesced", 0)),
             reply=reply,
-            error=rec.get("error") or None,
+            error=error,
+            reason=rec.get("reason") or (error if state is TurnState.failed else None),
             attempts=int(rec.get("attempts", 0)),
             created_at=_ms(rec["created"]),
             started_at=_ms(rec["started"]) if rec.get("started") else None,
@@ -84,6 +111,12 @@ class WebhookLog(BaseModel):
         attempts = [WebhookAttempt.model_validate({**(e := json.loads(r)), "at": _ms(e["at"])}) for r in raw]
         nxt = rec.get("webhook_next")
         return cls(state=rec.get("webhook_state") or "pending", next_at=_ms(nxt) if nxt else None, attempts=attempts)
+
+
+def more_texts(raw: str | None) -> list[str]:
+    """The texts that joined a turn after its first (the record's ``more``, a JSON array)."""
+    texts: list[str] = json.loads(raw) if raw else []
+    return texts
 
 
 def _ms(ms: str | int) -> datetime:
@@ -112,6 +145,17 @@ def validate_text(text: str, max_chars: int) -> str:
     if len(text) > max_chars:
         raise TextTooLong(f"text has {len(text)} characters; the limit is {max_chars}")
     return text
+
+
+def validate_expires_after(seconds: float | None) -> int:
+    """``expires_after_s`` in ms (0: no deadline)."""
+    if seconds is None:
+        return 0
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_EXPIRES_AFTER_S:
+        raise InvalidInput(
+            f"expires_after_s must be a number of seconds in (0, {MAX_EXPIRES_AFTER_S}] (got {seconds!r:.40})"
+        )
+    return max(1, int(seconds * 1000))
 
 
 def validate_idempotency_key(key: str | None) -> str | None:

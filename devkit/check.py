@@ -1,8 +1,10 @@
 """Checks every accepted turn against chatlane's guarantees, from what Redis holds.
 
 Given the turn ids each session was sent, in enqueue order, it verifies: each turn ended
-(G3), completed ones are in the history exactly once as user+AI pairs and failed ones not at
-all (G3), history order is enqueue order (G2), and no two generation attempts of a session overlap
+(G3); completed and interrupted ones are in the history exactly once, each as its user message(s)
+(one per text it answers: several when coalesced) then its reply, marked interrupted exactly when
+the turn was; failed, cancelled and expired ones not at all (G3); history order is enqueue order
+(G2); and no two generation attempts of a session overlap
 in time (G1): every attempt, committed or not, as the turn records keep them (``a<n>s`` when it
 began, ``a<n>e`` an upper bound of when it stopped; see chatlane/lua/record_attempt.lua), so an
 ousted holder that kept generating while the next holder ran is caught. An attempt whose end was
@@ -16,8 +18,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from chatlane.messages import turn_id_of
+from langchain_core.messages import BaseMessage
+
+from chatlane.messages import is_interrupted, turn_id_of
 from producer import ChatProducer, TurnNotFound, TurnState, TurnStatus
+
+# Turns whose messages are in the history: the whole reply, or the part of it generated before a stop.
+IN_HISTORY = (TurnState.completed, TurnState.interrupted)
 
 
 @dataclass
@@ -27,6 +34,8 @@ class Report:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    interrupted: int = 0
+    expired: int = 0
     unfinished: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -48,7 +57,8 @@ class Report:
     def rows(self) -> list[tuple[str, int]]:
         return [
             ("sessions", self.sessions), ("turns accepted", self.accepted), ("completed", self.completed),
-            ("failed", self.failed), ("cancelled", self.cancelled), ("unfinished", self.unfinished),
+            ("failed", self.failed), ("cancelled", self.cancelled), ("interrupted", self.interrupted),
+            ("expired", self.expired), ("unfinished", self.unfinished),
             ("lost", self.lost), ("duplicated", self.duplicated), ("out of order", self.out_of_order),
             ("overlapping in a session", self.overlapping), ("peak sessions generating at once", self.max_concurrency),
         ]  # fmt: skip
@@ -78,29 +88,34 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
                     r.violations.append(f"{session_id}: turn {tid} failed without a reason")
             elif st.state is TurnState.cancelled:
                 r.cancelled += 1
+            elif st.state is TurnState.interrupted:
+                r.interrupted += 1
+            elif st.state is TurnState.expired:
+                r.expired += 1
             else:
                 r.unfinished += 1
                 r.violations.append(f"{session_id}: turn {tid} still {st.state.value}")
 
-        history = await producer.history(session_id)
-        ids = [turn_id_of(m) for m in history]
-        pairs = ids[0::2]
-        for i, m in enumerate(history):
-            want = "human" if i % 2 == 0 else "ai"
-            if m.type != want or (i % 2 == 1 and ids[i] != ids[i - 1]):
-                r.violations.append(f"{session_id}: history entry {i} breaks the user/AI pairing")
+        groups = _groups(await producer.history(session_id))
+        for i, (gid, msgs) in enumerate(groups):
+            problem = _group_problem(msgs, r.statuses.get(gid or ""))
+            if problem:
+                r.violations.append(f"{session_id}: turn {gid} (history group {i}): {problem}")
                 r.out_of_order += 1
                 break
+        pairs = [tid for tid, _ in groups]
         counts = Counter(pairs)
         r.duplicated += sum(c - 1 for c in counts.values() if c > 1)
-        expected = [st.turn_id for st in statuses if st.state is TurnState.completed]
+        expected = [st.turn_id for st in statuses if st.state in IN_HISTORY]
         missing = [t for t in expected if t not in counts]
         r.lost += len(missing)
         for t in missing:
-            r.violations.append(f"{session_id}: completed turn {t} is not in the history")
+            r.violations.append(f"{session_id}: {r.statuses[t].state.value} turn {t} is not in the history")
         extra = [t for t in counts if t not in set(expected)]
         if extra:
-            r.violations.append(f"{session_id}: history holds turns that did not complete: {extra}")
+            r.violations.append(
+                f"{session_id}: history holds turns that neither completed nor were interrupted: {extra}"
+            )
             r.duplicated += len(extra)
         dedup = list(dict.fromkeys(pairs))
         if [t for t in dedup if t in set(expected)] != [t for t in expected if t in counts]:
@@ -130,6 +145,31 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
 
     r.parallel_pairs, r.max_concurrency = _concurrency(intervals)
     return r
+
+
+def _groups(history: list[BaseMessage]) -> list[tuple[str | None, list[BaseMessage]]]:
+    """The history as runs of consecutive messages of one turn."""
+    groups: list[tuple[str | None, list[BaseMessage]]] = []
+    for m in history:
+        tid = turn_id_of(m)
+        if groups and groups[-1][0] == tid and groups[-1][1][-1].type == "human":
+            groups[-1][1].append(m)
+        else:
+            groups.append((tid, [m]))
+    return groups
+
+
+def _group_problem(msgs: list[BaseMessage], st: TurnStatus | None) -> str | None:
+    """What is wrong with one turn's run of history entries, if anything."""
+    if len(msgs) < 2 or msgs[-1].type != "ai" or any(m.type != "human" for m in msgs[:-1]):
+        return "not its user message(s) followed by one reply"
+    if st is None:
+        return None  # not a turn the caller sent: counted as extra below
+    if [m.text for m in msgs[:-1]] != st.texts:
+        return f"its user messages are not the {len(st.texts)} text(s) the turn answers"
+    if is_interrupted(msgs[-1]) != (st.state is TurnState.interrupted):
+        return f"reply {'marked' if is_interrupted(msgs[-1]) else 'not marked'} interrupted, turn {st.state.value}"
+    return None
 
 
 async def _attempt_spans(producer: ChatProducer, turn_ids: list[str]) -> list[tuple[int, int | None, str]]:

@@ -6,13 +6,14 @@ from chatlane.errors import (
     InvalidInput,
     QueueFull,
     RedisUnavailable,
+    SessionBusy,
     TextTooLong,
     TurnNotCancellable,
     TurnNotFound,
     WaitTimeout,
 )
 from chatlane.settings import Settings, get_settings
-from chatlane.turns import TurnState, TurnStatus
+from chatlane.turns import OnBusy, TurnState, TurnStatus
 from producer.client import ChatProducer, Enqueued
 
 __all__ = [
@@ -21,8 +22,10 @@ __all__ = [
     "Enqueued",
     "IdempotencyConflict",
     "InvalidInput",
+    "OnBusy",
     "QueueFull",
     "RedisUnavailable",
+    "SessionBusy",
     "Settings",
     "TextTooLong",
     "TurnNotCancellable",

@@ -21,7 +21,7 @@ from chatlane.settings import Settings, get_settings
 from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
-from producer.api_schemas import Health, Message, MessagePage, Ready, TurnRequest
+from producer.api_schemas import CancelRequest, Health, Message, MessagePage, Ready, SessionTurns, TurnRequest
 from producer.client import ChatProducer
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
 
@@ -63,7 +63,8 @@ def v1_router(auth: bool) -> APIRouter:
         responses={
             200: {
                 "model": TurnStatus,
-                "description": "an idempotent repeat: the turn this key already names",
+                "description": "an idempotent repeat: the turn this key already names; or (on_busy=coalesce) the "
+                "queued turn the text joined",
                 "headers": _LOCATION,
             },
             202: {"description": "accepted", "headers": _LOCATION},
@@ -73,7 +74,10 @@ def v1_router(auth: bool) -> APIRouter:
     async def enqueue_turn(
         session_id: SessionId, body: TurnRequest, response: Response, producer: Producer
     ) -> TurnStatus:
-        enq = await producer.submit(session_id, body.text, body.idempotency_key, webhook_url=body.webhook_url)
+        enq = await producer.submit(
+            session_id, body.text, body.idempotency_key, webhook_url=body.webhook_url, on_busy=body.on_busy,
+            expires_after_s=body.expires_after_s,
+        )  # fmt: skip
         response.status_code = 202 if enq.created else 200
         response.headers["Location"] = f"{API_PREFIX}/turns/{enq.status.turn_id}"
         return enq.status
@@ -83,11 +87,38 @@ def v1_router(auth: bool) -> APIRouter:
         """While the turn runs, `reply` holds the text generated so far."""
         return await producer.status(turn_id)
 
-    @v1.post("/turns/{turn_id}/cancel", summary="Cancel a queued turn", responses=error_responses(404, 409, 422))
-    async def cancel_turn(turn_id: TurnId, producer: Producer) -> TurnStatus:
-        """Only a queued turn can be cancelled (else 409 `turn_not_cancellable`): a running
-        generation is never interrupted, its outcome is committed as usual."""
-        return await producer.cancel(turn_id)
+    @v1.post(
+        "/turns/{turn_id}/cancel",
+        summary="Cancel a queued turn, or stop a running one",
+        responses={
+            200: {"model": TurnStatus, "description": "ended: a queued turn is cancelled at once"},
+            202: {
+                "model": TurnStatus,
+                "description": "a running turn: the stop is recorded and its worker told; `reason` says how it will "
+                "end; its stream ends with `end` and the final status",
+            },
+            **error_responses(404, 409, 422),
+        },
+    )
+    async def cancel_turn(
+        turn_id: TurnId, producer: Producer, response: Response, body: CancelRequest | None = None
+    ) -> TurnStatus:
+        """A turn that has ended: 409 `turn_not_cancellable` (a cancel racing the commit either stops
+        the turn or gets this). Body optional: `{"keep_partial": true}` by default."""
+        st = await producer.cancel(turn_id, keep_partial=(body or CancelRequest()).keep_partial)
+        response.status_code = 200 if st.state.terminal else 202
+        return st
+
+    @v1.get("/sessions/{session_id}/turns", summary="A session's live turns", responses=error_responses(422))
+    async def session_turns(
+        session_id: SessionId,
+        producer: Producer,
+        state: Annotated[
+            str, Query(pattern=r"^(queued|running)(,(queued|running))*$", description="comma-separated states")
+        ] = "queued,running",
+    ) -> SessionTurns:
+        """Its queued and running turns, in the order they run (a page that reloads shows these)."""
+        return SessionTurns(session_id=session_id, turns=await producer.turns(session_id, states=state.split(",")))
 
     @v1.post(
         "/turns/{turn_id}/webhook/redeliver",

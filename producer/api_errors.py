@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 
 from chatlane.errors import ChatlaneError, InvalidInput
 
@@ -49,7 +50,8 @@ _DESCRIPTIONS = {
     401: "missing or wrong `Authorization: Bearer <key>` (only when CHATLANE_API_KEYS is set)",
     404: "unknown turn (or expired after it ended), or unknown route",
     409: "the idempotency key already names a turn with a different text (`idempotency_conflict`), "
-    "or the turn is not queued and cannot be cancelled (`turn_not_cancellable`)",
+    "the turn has ended and cannot be cancelled (`turn_not_cancellable`), or on_busy=reject and the session "
+    "has a queued or running turn (`session_busy`)",
     413: "body larger than the cap (`body_too_large`) or text longer than CHATLANE_MAX_TEXT_CHARS (`text_too_long`)",
     422: "invalid input (`invalid_input`): see `detail`; a webhook URL whose host is not allowed "
     "(`webhook_not_allowed`)",
@@ -95,6 +97,15 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=all_headers)
 
 
+def allowed_methods(request: Request) -> str:
+    """The methods of every route whose path matches the request's (e.g. GET and POST on a session's turns)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def chatlane_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ChatlaneError)
@@ -109,14 +120,18 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return error_response(422, InvalidInput.code, "the request is not valid", detail=detail)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400:
             # FastAPI answers 400 for a body it cannot decode (not UTF-8); to a client that is
             # the same mistake as malformed JSON, which is 422 invalid_input.
             return error_response(422, InvalidInput.code, f"the request body is not valid JSON: {exc.detail}")
         code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route on the path; list them all.
+            headers["Allow"] = allowed_methods(request)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)

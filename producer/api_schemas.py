@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatlane.turns import IDEMPOTENCY_KEY_PATTERN
+from chatlane.turns import IDEMPOTENCY_KEY_PATTERN, MAX_EXPIRES_AFTER_S, OnBusy, TurnStatus
 from chatlane.webhooks import MAX_URL_CHARS
 
 
@@ -30,6 +30,36 @@ class TurnRequest(BaseModel):
         description="POSTed the final status when the turn ends (Standard Webhooks signature); its host "
         "must be in CHATLANE_WEBHOOK_ALLOW_HOSTS (else 422 `webhook_not_allowed`); default CHATLANE_WEBHOOK_URL",
     )
+    on_busy: OnBusy | None = Field(
+        None,
+        description="while the session has a queued or running turn: `enqueue` behind them, `reject` (409 "
+        "`session_busy`, nothing written), `interrupt` the running turn (it ends interrupted, its partial reply "
+        "kept) and cancel the queued ones, `rollback` (as interrupt, but the running turn ends cancelled, nothing "
+        "in history), or `coalesce` into the newest turn that has not started (200, the same turn, `coalesced` "
+        "up); default CHATLANE_ON_BUSY",
+    )
+    expires_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_EXPIRES_AFTER_S,
+        description="the turn ends `expired` if no worker has begun it this many seconds after it was accepted; "
+        "default CHATLANE_QUEUED_TURN_TTL_S (unset: no deadline)",
+    )
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_partial: bool = Field(
+        True,
+        description="for a running turn: end it `interrupted` with the reply so far in history (true), or "
+        "`cancelled` with nothing in history (false)",
+    )
+
+
+class SessionTurns(BaseModel):
+    session_id: str
+    turns: list[TurnStatus] = Field(description="the session's live turns, in the order they run")
 
 
 class Message(BaseModel):

@@ -15,24 +15,34 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect
-from chatlane.errors import IdempotencyConflict, RedisUnavailable, TurnNotFound, WaitTimeout, WebhookNotAllowed
+from chatlane.errors import (
+    IdempotencyConflict,
+    RedisUnavailable,
+    TurnNotFound,
+    WaitTimeout,
+    WebhookNotAllowed,
+)
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.messages import decode_messages, page_bounds
-from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue
+from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue, Expire, Joined
 from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
 from chatlane.turns import (
+    OnBusy,
     TurnState,
     TurnStatus,
     WebhookLog,
+    validate_expires_after,
     validate_idempotency_key,
     validate_session_id,
     validate_text,
     validate_turn_id,
 )
 from chatlane.webhooks import allowed_hosts, check_webhook_url
+from producer.steering import Steering
+from producer.steering import policy as to_policy
 
 T = TypeVar("T")
 
@@ -40,7 +50,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Enqueued:
     status: TurnStatus
-    created: bool  # False when an idempotency key returned an existing turn
+    created: bool  # False when an idempotency key returned an existing turn, or the text joined one
+    joined: bool = False  # on_busy=coalesce: the text joined a queued turn (status.coalesced counts it)
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,7 @@ class HistoryPage:
     messages: list[BaseMessage]
 
 
-class ChatProducer:
+class ChatProducer(Steering):
     def __init__(
         self,
         redis_url: str | None = None,
@@ -63,8 +74,9 @@ class ChatProducer:
         self.keys = Keys(self.settings.key_prefix)
         self._own_redis = redis is None
         self.redis = redis if redis is not None else connect(self.settings)
-        self._enqueue = Enqueue(self.redis, self.keys)
+        self._enqueue = Enqueue(self.redis, self.keys, self.settings)
         self._cancel = Cancel(self.redis, self.keys, self.settings)
+        self._expire = Expire(self.redis, self.keys, self.settings)
         self._redeliver = WebhookRedeliver(self.redis, self.keys)
 
     async def __aenter__(self) -> ChatProducer:
@@ -90,18 +102,44 @@ class ChatProducer:
     # -- enqueue ---------------------------------------------------------------------------
 
     async def enqueue(
-        self, session_id: str, text: str, idempotency_key: str | None = None, *, webhook_url: str | None = None
+        self,
+        session_id: str,
+        text: str,
+        idempotency_key: str | None = None,
+        *,
+        webhook_url: str | None = None,
+        on_busy: OnBusy | str | None = None,
+        expires_after_s: float | None = None,
     ) -> TurnStatus:
-        return (await self.submit(session_id, text, idempotency_key, webhook_url=webhook_url)).status
+        return (
+            await self.submit(
+                session_id, text, idempotency_key, webhook_url=webhook_url, on_busy=on_busy,
+                expires_after_s=expires_after_s,
+            )
+        ).status  # fmt: skip
 
     async def submit(
-        self, session_id: str, text: str, idempotency_key: str | None = None, *, webhook_url: str | None = None
+        self,
+        session_id: str,
+        text: str,
+        idempotency_key: str | None = None,
+        *,
+        webhook_url: str | None = None,
+        on_busy: OnBusy | str | None = None,
+        expires_after_s: float | None = None,
     ) -> Enqueued:
-        """Enqueue a turn; also says whether it is new or an idempotent repeat. ``webhook_url``
-        (default CHATLANE_WEBHOOK_URL) is called back when the turn ends."""
+        """Enqueue a turn; also says whether it is new, an idempotent repeat, or joined a queued turn.
+        ``webhook_url`` (default CHATLANE_WEBHOOK_URL) is called back when the turn ends. ``on_busy``
+        (default CHATLANE_ON_BUSY) says what to do while the session has a queued or running turn:
+        enqueue, reject (SessionBusy), interrupt, rollback or coalesce. ``expires_after_s`` (default
+        CHATLANE_QUEUED_TURN_TTL_S): the turn ends expired if no worker has begun it by then."""
         validate_session_id(session_id)
         validate_text(text, self.settings.max_text_chars)
         validate_idempotency_key(idempotency_key)
+        policy = to_policy(on_busy if on_busy is not None else self.settings.on_busy)
+        expires_ms = validate_expires_after(
+            expires_after_s if expires_after_s is not None else self.settings.queued_turn_ttl_s
+        )
         hook = self._webhook(webhook_url)
         turn_id = uuid.uuid4().hex
         enqueue = functools.partial(
@@ -113,9 +151,11 @@ class ChatProducer:
             max_waiting=self.settings.max_queued_per_session,
             job=DrainJob.new(session_id),
             webhook_url=hook,
+            on_busy=policy,
+            expires_after_ms=expires_ms,
         )
 
-        async def run() -> Accepted | Duplicate:
+        async def run() -> Accepted | Joined | Duplicate:
             try:
                 return await enqueue()
             except redis_errors.ConnectionError:
@@ -127,18 +167,16 @@ class ChatProducer:
                 return await enqueue()
 
         res = await self._call(run)
+        if isinstance(res, Joined):
+            return Enqueued(await self.status(res.turn_id), created=False, joined=True)
         if isinstance(res, Duplicate):
             existing = await self.status(res.turn_id)
-            # A turn's text never changes, so comparing after the atomic dedupe is race-free.
-            if idempotency_key and existing.text != text:
+            # A turn's texts never change once joined, so comparing after the atomic dedupe is race-free.
+            if idempotency_key and text not in existing.texts:
                 raise IdempotencyConflict(idempotency_key, res.turn_id)
             return Enqueued(existing, created=res.turn_id == turn_id)
-        st = TurnStatus.from_record(
-            res.turn_id,
-            {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms)},
-            res.position,
-        )
-        return Enqueued(st, created=True)
+        rec = {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms)}
+        return Enqueued(TurnStatus.from_record(res.turn_id, rec, res.position), created=True)
 
     def _webhook(self, url: str | None) -> str | None:
         url = url or self.settings.webhook_url
@@ -163,28 +201,19 @@ class ChatProducer:
         raw: list[str] = await self._call(lambda: self.redis.lrange(self.keys.webhook_log(turn_id), 0, -1))  # type: ignore[arg-type,return-value]
         return WebhookLog.from_record(rec, raw)
 
-    async def cancel(self, turn_id: str, reason: str = "cancelled by the client") -> TurnStatus:
-        """Withdraw a queued turn; a running or finished one raises TurnNotCancellable."""
-        validate_turn_id(turn_id)
-        tk = self.keys.turn(turn_id)
-        session_id: str | None = await self._call(lambda: self.redis.hget(tk, "session"))  # type: ignore[arg-type,return-value]
-        if session_id is None:
-            raise TurnNotFound(turn_id)
-        sid = session_id
-        await self._call(lambda: self._cancel(turn_id=turn_id, session_id=sid, reason=reason))
-        return await self.status(turn_id)
-
     # -- reading ---------------------------------------------------------------------------
 
-    async def status(self, turn_id: str) -> TurnStatus:
+    async def status(self, turn_id: str, *, position: int | None = None) -> TurnStatus:
+        """``position``: the caller knows it already (it read the inbox)."""
         validate_turn_id(turn_id)
         rec: dict[str, str] = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
         if not rec:
             raise TurnNotFound(turn_id)
-        position: int | None = None
         partial: str | None = None
+        if await self._expired_now(turn_id, rec):
+            rec = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
         state = TurnState(rec["state"])
-        if state is TurnState.queued:
+        if state is TurnState.queued and position is None:
             inbox = self.keys.session(rec["session"]).inbox
             position = await self._call(lambda: self.redis.lpos(inbox, turn_id))  # type: ignore[arg-type,return-value]
         elif state is TurnState.running:

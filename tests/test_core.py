@@ -172,29 +172,34 @@ async def test_queue_full_is_atomic_and_writes_nothing(fleet: Fleet, raw_redis: 
         assert await raw_redis.llen(fleet.settings.key_prefix + ":{" + s + "}:inbox") == 5
 
 
-async def test_cancel_queued_turn_only(fleet: Fleet, producer: ChatProducer) -> None:
+async def test_cancel_queued_turn_and_stop_running_turn(fleet: Fleet, producer: ChatProducer) -> None:
     fleet.start(1)
     s = sid()
-    running = await producer.enqueue(s, "long !delay=1500")
+    running = await producer.enqueue(s, "long !delay=3000")
     doomed = await producer.enqueue(s, "never mind")
     last = await producer.enqueue(s, "last")
     for _ in range(100):
         if (await producer.status(running.turn_id)).state is TurnState.running:
             break
         await asyncio.sleep(0.02)
-    with pytest.raises(TurnNotCancellable):
-        await producer.cancel(running.turn_id)
     st = await producer.cancel(doomed.turn_id, reason="user withdrew it")
-    assert st.state is TurnState.cancelled and st.error == "user withdrew it" and st.finished_at
+    assert st.state is TurnState.cancelled and st.error == st.reason == "user withdrew it" and st.finished_at
     assert (await producer.status(last.turn_id)).position == 1
     with pytest.raises(TurnNotCancellable):
         await producer.cancel(doomed.turn_id)
     with pytest.raises(TurnNotFound):
         await producer.cancel("f" * 32)
+    # A running turn: the request is recorded at once; its holder ends it.
+    asked = await producer.cancel(running.turn_id)
+    assert asked.state in (TurnState.running, TurnState.interrupted) and asked.reason == "interrupted by the client"
+    stopped = await producer.wait(running.turn_id, 10)
+    assert stopped.state is TurnState.interrupted and stopped.reason == "interrupted by the client"
+    with pytest.raises(TurnNotCancellable):
+        await producer.cancel(running.turn_id)
     await producer.wait(last.turn_id, 20)
     report = await check(producer, {s: [running.turn_id, doomed.turn_id, last.turn_id]})
-    assert report.ok and report.completed == 2 and report.cancelled == 1, report.violations
-    assert [m.text for m in await producer.history(s) if m.type == "human"] == ["long !delay=1500", "last"]
+    assert report.ok and report.completed == 1 and report.interrupted == 1 and report.cancelled == 1, report.violations
+    assert [m.text for m in await producer.history(s) if m.type == "human"] == ["long !delay=3000", "last"]
 
 
 async def test_no_key_outlives_its_retention(fleet: Fleet, producer: ChatProducer, raw_redis: Redis) -> None:

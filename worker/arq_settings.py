@@ -29,7 +29,7 @@ def worker_settings(s: Settings) -> type:
     async def startup(ctx: dict[str, Any]) -> None:
         rt = Runtime.create(s)
         ctx[RUNTIME] = rt
-        background = (rt.heartbeat(), sweeper(rt), rt.evidence.run(), rt.webhooks.run())
+        background = (rt.heartbeat(), sweeper(rt), rt.evidence.run(), rt.webhooks.run(), rt.stops.run())
         rt.tasks.extend(asyncio.create_task(coro) for coro in background)
         # Everything loaded so far (LangChain, the model client, arq) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall the loop for ~40 ms at

@@ -26,7 +26,22 @@ from typing import TypeVar
 
 from chatlane.connection import REDIS_DOWN
 from chatlane.errors import LeaseLost
-from chatlane.scripts import Advance, AttemptEnd, Begun, Claim, Finish, Handback, Next, Released, Renew, Step
+from chatlane.scripts import (
+    Advance,
+    AttemptEnd,
+    Begun,
+    Claim,
+    Deferred,
+    Finish,
+    Handback,
+    Next,
+    Released,
+    Renew,
+    Renewal,
+    Step,
+    StopRequested,
+)
+from worker.stops import TurnStopped
 
 T = TypeVar("T")
 log = logging.getLogger("chatlane.lease")
@@ -69,13 +84,16 @@ class Lease:
         self.begun_sent_at = sent_at
         # The model budget's concurrency slot held by the call in flight: renewed with the lease.
         self.slot: tuple[str, str] | None = None
+        # The turn generating now and the event its stop request sets: each renewal also looks for
+        # a request on it, the fallback for a missed pub/sub message (worker/stops.py).
+        self.watching: tuple[str, asyncio.Event] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     async def claim(
         cls, scripts: LeaseScripts, policy: LeasePolicy, *, session_id: str, lease_key: str, holder: str, job_id: str,
         tail_len: int,
-    ) -> tuple[Lease, Begun | Released, list[str]] | None:  # fmt: skip
+    ) -> tuple[Lease, Begun | Released | StopRequested | Deferred, list[str]] | None:  # fmt: skip
         """Take the session's lease and begin its head turn; None if held elsewhere or empty."""
         sent = time.monotonic()
         claimed = await scripts.claim(session_id=session_id, holder=holder, job_id=job_id, tail_len=tail_len)
@@ -150,20 +168,24 @@ class Lease:
                 log.warning("lease %s: no renewal answered in time; giving it up", self.lease_key)
                 self.mark_lost()
                 return
+            watching = self.watching
             try:
                 async with asyncio.timeout(every if self.policy.ignore_loss else left):
-                    ok = await self._scripts.renew(
-                        lease_key=self.lease_key, token=self._token, ttl_ms=self.policy.ttl_ms, slot=self.slot
-                    )
+                    renewal = await self._scripts.renew(
+                        lease_key=self.lease_key, token=self._token, ttl_ms=self.policy.ttl_ms, slot=self.slot,
+                        watch=watching[0] if watching else None,
+                    )  # fmt: skip
             except REDIS_DOWN as e:  # asyncio.timeout raises TimeoutError, an OSError
                 # Unknown whether Redis still counts us as holder: try again soon, until the deadline.
                 log.info("lease %s: renewal failed (%r); %.2fs to the deadline", self.lease_key, e, self.seconds_left)
                 next_at = time.monotonic() + min(every, 0.1)
                 continue
-            if not ok:
+            if renewal is Renewal.lost:
                 log.warning("lease %s lost (expired or taken over)", self.lease_key)
                 self.mark_lost()
                 return
+            if renewal is Renewal.stop_requested and watching is not None:
+                watching[1].set()
             self._deadline = max(self._deadline, self._deadline_for(sent))
             next_at = sent + every
 
@@ -174,21 +196,28 @@ class Lease:
             self.mark_lost()
             raise LeaseLost(self.lease_key)
 
-    async def guard(self, aw: Awaitable[T]) -> T:
-        """Await ``aw``; as soon as the lease is lost, cancel it (again and again until it is done)
-        and raise LeaseLost."""
-        if self.lost.is_set() and inspect.iscoroutine(aw):
+    async def guard(self, aw: Awaitable[T], stop: asyncio.Event | None = None) -> T:
+        """Await ``aw``; as soon as the lease is lost, or ``stop`` is set (a client's stop request),
+        cancel it (again and again until it is done) and raise LeaseLost, or TurnStopped."""
+        if (self.lost.is_set() or (stop is not None and stop.is_set())) and inspect.iscoroutine(aw):
             aw.close()  # it will never start; closing it spares a "never awaited" warning
         self.check()
+        if stop is not None and stop.is_set():
+            raise TurnStopped()
         work = asyncio.ensure_future(aw)
-        lost = asyncio.ensure_future(self.lost.wait())
+        waits = {asyncio.ensure_future(self.lost.wait())}
+        if stop is not None:
+            waits.add(asyncio.ensure_future(stop.wait()))
         try:
-            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, *waits}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             while not work.done():
                 work.cancel()
                 await asyncio.wait({work}, timeout=RECANCEL_S)
-            lost.cancel()
+            for w in waits:
+                w.cancel()
         if work.cancelled() and self.lost.is_set():
             raise LeaseLost(self.lease_key)
+        if work.cancelled() and stop is not None and stop.is_set():
+            raise TurnStopped()
         return work.result()

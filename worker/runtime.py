@@ -23,6 +23,7 @@ from worker.evidence import EvidenceLog
 from worker.lease import LeasePolicy, LeaseScripts
 from worker.llm import build_model
 from worker.publish import StreamWriter
+from worker.stops import StopSignals
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("chatlane.worker")
@@ -47,6 +48,7 @@ class Runtime:
     model: BaseChatModel
     worker_id: str
     streams: StreamWriter
+    stops: StopSignals
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -76,6 +78,7 @@ class Runtime:
             build_model(s),
             worker_id,
             StreamWriter(redis, stream_ttl_ms),
+            StopSignals(redis, keys, worker_id),
         )
 
     async def heartbeat(self) -> None:

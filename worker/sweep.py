@@ -1,4 +1,5 @@
-"""Recovers sessions nobody is serving (dead holder, lost drain job), from every worker process.
+"""Recovers sessions nobody is serving (dead holder, lost drain job), from every worker process,
+and ends queued turns past their deadline (worker/expiry.py).
 
 The sweep runs as a task of the worker process, not as an arq job: a job would need a free job
 slot, so with every slot busy recovery waited for one (up to drain_max_seconds, about 60 s), and
@@ -13,7 +14,9 @@ import asyncio
 import logging
 
 from chatlane.connection import REDIS_DOWN
+from chatlane.scripts import Expire
 from chatlane.settings import ms
+from worker.expiry import expire_due
 from worker.runtime import Runtime
 
 log = logging.getLogger("chatlane.sweep")
@@ -48,11 +51,13 @@ async def sweep_once(rt: Runtime) -> int:
 async def sweeper(rt: Runtime) -> None:
     """Sweep every ``sweep_interval_s`` when it is this worker's turn; quiet through outages."""
     every = rt.settings.sweep_interval_s
+    expire = Expire(rt.redis, rt.keys, rt.settings)
     down = False
     while True:
         try:
             if await rt.redis.set(rt.keys.sweep_turn, rt.worker_id, nx=True, px=ms(every)):
                 await sweep_once(rt)
+                await expire_due(rt, expire)
             if down:
                 log.info("sweep: Redis is back")
             down = False

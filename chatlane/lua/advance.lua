@@ -5,8 +5,15 @@
 -- Returns one of
 --   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
 --                 fence: a paused or partitioned ex-holder can never commit.
---   {"turn", id, text, attempts, started_ms, paused_ms}   the next turn is now running (attempt
---                 counted); paused_ms: what is left of the model's provider pause, 0 if none
+--   {"turn", id, text, attempts, started_ms, paused_ms, more}   the next turn is now running
+--                 (attempt counted); paused_ms: what is left of the model's provider pause, 0 if
+--                 none; more: the texts that joined it (JSON array) or ""
+--   {"stopping", id, text, attempts, 0, 0, more}   a turn with a stop request (stop_request.lua) is
+--                 at the head: either the one `finish_id` names, whose "completed" or "failed"
+--                 was then NOT committed (the request came first and decides the outcome; the
+--                 caller commits it again as "stopped"), or the next one (see head_gate.lua)
+--   {"defer", ms} the next turn waits for more texts (head_gate.lua): nothing begun, the lease is
+--                 still ours (the caller hands the session back, its drain job due in `ms`)
 --   {"released"}  the inbox is empty: lease deleted, session left the pending set
 --   {"stopped"}   `next_step` was "stop", or "yield" and another session's drain job has waited
 --                 for a slot longer than `yield_grace_ms`: nothing begun, the lease is still ours
@@ -25,20 +32,22 @@ local ttl_ms        = ARGV[2]
 local prefix        = ARGV[3]  -- turn key prefix
 local suffix        = ARGV[4]  -- stream key suffix
 local finish_id     = ARGV[5]  -- id of the turn to finish, or "" to only begin
-local outcome       = ARGV[6]  -- "completed" | "failed"
-local result        = ARGV[7]  -- reply text, or error text
-local user_json     = ARGV[8]  -- user message (only for "completed")
-local ai_json       = ARGV[9]  -- AI message (only for "completed")
-local turn_ttl_ms   = ARGV[10] -- retention of finished turn records and idempotency keys
-local stream_ttl_ms = ARGV[11] -- retention of a finished turn's token stream
-local next_step     = ARGV[12] -- "begin" the next head turn (releasing the lease if the inbox is
+local outcome       = ARGV[6]  -- "completed" | "failed" | "stopped" (it has a stop request: its
+                               -- "stop" field decides "interrupted" or "cancelled")
+local result        = ARGV[7]  -- reply text, error text, or the partial reply of a stopped turn
+local turn_ttl_ms   = ARGV[8]  -- retention of finished turn records and idempotency keys
+local stream_ttl_ms = ARGV[9]  -- retention of a finished turn's token stream
+local next_step     = ARGV[10] -- "begin" the next head turn (releasing the lease if the inbox is
                                -- empty), "yield" (begin unless others wait), or "stop"
-local max_attempts  = tonumber(ARGV[13])
-local session_id    = ARGV[14]
-local ended_id      = ARGV[15] -- turn whose generation attempt just stopped, or ""
-local ended_attempt = ARGV[16] -- its attempt number
-local ended_ms      = ARGV[17] -- when it stopped (see record_attempt.lua)
-local yield_grace_ms = tonumber(ARGV[18])
+local max_attempts  = tonumber(ARGV[11])
+local session_id    = ARGV[12]
+local ended_id      = ARGV[13] -- turn whose generation attempt just stopped, or ""
+local ended_attempt = ARGV[14] -- its attempt number
+local ended_ms      = ARGV[15] -- when it stopped (see record_attempt.lua)
+local yield_grace_ms = tonumber(ARGV[16])
+local FIRST_ENTRY   = 17       -- ARGV[17..]: the history entries of a "completed" turn, or of a
+                               -- "stopped" one that ends interrupted: its user message(s), then
+                               -- the reply. All or nothing, in this script.
 
 if redis.call("GET", lease_key) ~= token then
   if finish_id ~= "" then
@@ -56,12 +65,32 @@ if finish_id ~= "" then
     return redis.error_reply("chatlane: turn " .. finish_id .. " is not at the head of its inbox")
   end
   local tk = prefix .. finish_id
+  local stop = redis.call("HGET", tk, "stop")
+  if outcome == "stopped" and not stop then
+    return redis.error_reply("chatlane: turn " .. finish_id .. " has no stop request to commit")
+  end
+  if stop and outcome ~= "stopped" then
+    -- A stop was requested before this commit: it decides the outcome. Nothing is committed.
+    redis.call("PEXPIRE", lease_key, ttl_ms)
+    local f = redis.call("HMGET", tk, "text", "attempts", "more")
+    return {"stopping", finish_id, f[1], tonumber(f[2] or "0"), 0, 0, f[3] or ""}
+  end
+  if (outcome == "completed" or stop == "interrupt") and #ARGV < FIRST_ENTRY + 1 then
+    return redis.error_reply("chatlane: turn " .. finish_id .. " writes no user message and reply")
+  end
   redis.call("LPOP", inbox_key)
+  if outcome == "completed" or stop == "interrupt" then
+    redis.call("RPUSH", history_key, unpack(ARGV, FIRST_ENTRY, #ARGV))
+  end
   if outcome == "completed" then
-    redis.call("RPUSH", history_key, user_json, ai_json)
     end_turn(tk, tk .. suffix, "completed", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
-  else
+  elseif outcome == "failed" then
     end_turn(tk, tk .. suffix, "failed", "error", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
+  elseif stop == "interrupt" then
+    end_turn(tk, tk .. suffix, "interrupted", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
+  else
+    end_turn(tk, tk .. suffix, "cancelled", "error", redis.call("HGET", tk, "reason") or "cancelled", now_ms,
+      turn_ttl_ms, stream_ttl_ms, outbox_key)
   end
 end
 

@@ -1,9 +1,12 @@
---! use: end_turn
+--! use: end_turn head_gate
 -- begin_head: library (see chatlane/scripts/loader.py) for the scripts that start a session's
 -- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
--- {"turn", id, text, attempts, started_ms}. With the inbox empty it releases the lease, takes
+-- {"turn", id, text, attempts, started_ms, 0, more} (more: the JSON array of the texts that joined
+-- it after `text`, or ""). Unless head_gate.lua says the head has a stop request to commit
+-- ({"stopping", ...}), must wait for more texts ({"defer", ms}), or has expired (ended here, and
+-- the next head is tried). With the inbox empty it releases the lease, takes
 -- the session out of the pending set and returns {"released"}. On the way it drops (and counts)
 -- a head whose record was deleted by hand, and fails a head that has already used all its
 -- attempts (each interrupted by a crash or a lost lease), so a poison turn cannot wedge a session.
@@ -27,19 +30,27 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
       redis.call("LPOP", inbox_key)
       redis.call("HINCRBY", stats_key, "orphan_turns_dropped", 1)
     else
-      local attempts = redis.call("HINCRBY", tk, "attempts", 1)
-      if attempts <= max_attempts then
-        redis.call("HSET", tk, "state", "running", "started", now_ms, "a" .. attempts .. "s", now_ms)
-        if attempts > 1 then
-          redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
+      local gate = gate_head(tk, head, tk .. suffix, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
+      if gate == "expired" then
+        redis.call("LPOP", inbox_key)
+      elseif gate then
+        return gate
+      else
+        local attempts = redis.call("HINCRBY", tk, "attempts", 1)
+        if attempts <= max_attempts then
+          redis.call("HSET", tk, "state", "running", "started", now_ms, "a" .. attempts .. "s", now_ms)
+          if attempts > 1 then
+            redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
+          end
+          local f = redis.call("HMGET", tk, "text", "more")
+          return {"turn", head, f[1], attempts, now_ms, 0, f[2] or ""}
         end
-        return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
+        redis.call("HSET", tk, "attempts", max_attempts)
+        redis.call("LPOP", inbox_key)
+        end_turn(tk, tk .. suffix, "failed", "error",
+          "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)",
+          now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
       end
-      redis.call("HSET", tk, "attempts", max_attempts)
-      redis.call("LPOP", inbox_key)
-      end_turn(tk, tk .. suffix, "failed", "error",
-        "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)",
-        now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
     end
   end
 end

@@ -1,14 +1,21 @@
---! use: clock queue_drain
--- enqueue: accept one chat turn for a session, atomically.
+--! use: clock queue_drain hurry_drain on_busy
+-- enqueue: accept one chat turn for a session, atomically, applying the caller's on_busy policy
+-- towards a busy session (one with a queued or running turn: a non-empty inbox).
 --
 -- Returns {status, turn_id, drain_queued, position, created_ms}:
---   "new"  turn recorded and pushed at `position`; drain_queued 1 if no runner held the session
---          and no drain job was queued, so this call queued job `drain_job_id`.
---   "dup"  the idempotency key (or the turn id itself, on a client retry) already names turn_id;
---          nothing was written.
---   "full" the inbox already holds `max_waiting` turns; nothing was written.
+--   "new"    turn recorded and pushed at `position`; drain_queued 1 if no runner held the session
+--            and no drain job was queued, so this call queued job `drain_job_id`. With "interrupt"
+--            or "rollback" the turns ahead were stopped or cancelled first (on_busy.lua).
+--   "joined" (on_busy "coalesce") the text joined turn_id, the session's newest turn that has not
+--            begun (on_busy.lua); `drain_queued` holds its new "coalesced" count. No new turn.
+--   "dup"    the idempotency key (or the turn id itself, on a client retry) already names turn_id;
+--            nothing was written.
+--   "full"   the inbox already holds `max_waiting` turns; nothing was written.
+--   "busy"   (on_busy "reject") the session has `position` turns queued or running; nothing was
+--            written.
 -- The turn record and idempotency key get a TTL only when the turn ends (end_turn.lua), so an
--- accepted turn never expires while it waits.
+-- accepted turn never expires while it waits (a deadline, `expires_after_ms`, ends it "expired":
+-- deadline.lua).
 local inbox_key     = KEYS[1]  -- session inbox (LIST)
 local lease_key     = KEYS[2]  -- session lease (STRING)
 local drain_job_key = KEYS[3]  -- session's queued drain job id (STRING)
@@ -17,6 +24,8 @@ local turn_key      = KEYS[5]  -- turn record (HASH)
 local pending_key   = KEYS[6]  -- pending sessions (SET)
 local job_key       = KEYS[7]  -- arq job key for drain_job_id
 local queue_key     = KEYS[8]  -- arq queue (ZSET)
+local outbox_key    = KEYS[9]  -- webhooks due (end_turn.lua, for the turns a policy cancels)
+local deadlines_key = KEYS[10] -- queued turns' deadlines (ZSET turn id -> ms; expire.lua)
 local session_id    = ARGV[1]
 local turn_id       = ARGV[2]
 local text          = ARGV[3]
@@ -26,6 +35,16 @@ local idem          = ARGV[6]  -- idempotency key or ""
 local job_payload   = ARGV[7]  -- serialized drain job
 local job_expiry_ms = ARGV[8]
 local webhook_url   = ARGV[9]  -- called back when the turn ends (end_turn.lua), or ""
+local on_busy       = ARGV[10] -- "enqueue" | "reject" | "interrupt" | "rollback" | "coalesce"
+local expires_after_ms = tonumber(ARGV[11])  -- 0: no deadline
+local window_ms     = tonumber(ARGV[12])     -- coalesce debounce (on_busy.lua, join_turn)
+local max_wait_ms   = tonumber(ARGV[13])
+local max_texts     = tonumber(ARGV[14])
+local prefix        = ARGV[15] -- turn key prefix
+local suffix        = ARGV[16] -- stream key suffix
+local turn_ttl_ms   = ARGV[17] -- retention of the turns a policy cancels
+local stream_ttl_ms = ARGV[18]
+local channel_prefix = ARGV[19] -- stop channels (stop_request.lua)
 
 if idem ~= "" then
   local existing = redis.call("GET", idem_key)
@@ -37,10 +56,27 @@ if redis.call("EXISTS", turn_key) == 1 then
   return {"dup", turn_id, 0, -1, 0}
 end
 local waiting = redis.call("LLEN", inbox_key)
-if waiting >= max_waiting then
-  return {"full", "", 0, waiting, 0}
+if on_busy == "reject" and waiting > 0 then
+  return {"busy", "", 0, waiting, 0}
 end
 local now_ms = redis_now_ms()
+if on_busy == "coalesce" then
+  local target = coalesce_target(inbox_key, prefix, max_texts)
+  if target then
+    local tk = prefix .. target
+    local coalesced = join_turn(tk, target, text, idem ~= "" and idem_key or "", now_ms, window_ms, max_wait_ms)
+    return {"joined", target, coalesced, waiting - 1, tonumber(redis.call("HGET", tk, "created"))}
+  end
+end
+local stopping = on_busy == "interrupt" or on_busy == "rollback"
+if waiting >= max_waiting and not stopping then
+  return {"full", "", 0, waiting, 0}
+end
+if stopping and waiting > 0 then
+  supersede(inbox_key, lease_key, turn_id, on_busy == "interrupt" and "interrupt" or "cancel", prefix, suffix,
+    channel_prefix, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
+end
+
 local stored_idem_key = ""
 if idem ~= "" then
   redis.call("SET", idem_key, turn_id)
@@ -48,11 +84,27 @@ if idem ~= "" then
 end
 redis.call("HSET", turn_key, "session", session_id, "text", text, "state", "queued",
   "created", now_ms, "attempts", 0, "idem", stored_idem_key, "webhook", webhook_url)
+local delay_ms = 0
+if on_busy == "coalesce" then
+  -- It can absorb the texts that follow: it begins `window_ms` after its newest (head_gate.lua).
+  delay_ms = window_ms
+  redis.call("HSET", turn_key, "nb", now_ms + window_ms)
+end
+if expires_after_ms > 0 then
+  redis.call("HSET", turn_key, "expires", now_ms + expires_after_ms)
+  redis.call("ZADD", deadlines_key, now_ms + expires_after_ms, turn_id)
+end
 local position = redis.call("RPUSH", inbox_key, turn_id) - 1
 redis.call("SADD", pending_key, session_id)
 local queued = 0
-if redis.call("EXISTS", lease_key) == 0 and redis.call("EXISTS", drain_job_key) == 0 then
-  queue_drain(drain_job_key, job_key, queue_key, drain_job_id, job_payload, job_expiry_ms, 0)
-  queued = 1
+if redis.call("EXISTS", lease_key) == 0 then
+  if redis.call("EXISTS", drain_job_key) == 0 then
+    queue_drain(drain_job_key, job_key, queue_key, drain_job_id, job_payload, job_expiry_ms,
+      position == 0 and delay_ms or 0)
+    queued = 1
+  elseif position == 0 and delay_ms == 0 then
+    -- This turn replaced a head that was waiting (for more texts, or for budget): no reason to wait.
+    hurry_drain(drain_job_key, queue_key)
+  end
 end
 return {"new", turn_id, queued, position, now_ms}

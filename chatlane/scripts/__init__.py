@@ -9,10 +9,11 @@ from chatlane.scripts.attempt_ended import AttemptEnded
 from chatlane.scripts.budget import BudgetAcquire, BudgetPause, BudgetRelease, Granted, Limits, Wait, Wake
 from chatlane.scripts.cancel import Cancel
 from chatlane.scripts.claim import Claim, Claimed
-from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
+from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue, Joined
+from chatlane.scripts.expire import Expire
 from chatlane.scripts.handback import Handback
-from chatlane.scripts.renew import Renew
-from chatlane.scripts.steps import Begun, Released, Step, Stopped
+from chatlane.scripts.renew import Renew, Renewal
+from chatlane.scripts.steps import Begun, Deferred, Released, Step, Stopped, StopRequested
 from chatlane.scripts.sweep import Sweep
 
 __all__ = [
@@ -27,16 +28,21 @@ __all__ = [
     "Cancel",
     "Claim",
     "Claimed",
+    "Deferred",
     "Duplicate",
     "Enqueue",
+    "Expire",
     "Finish",
     "Granted",
     "Handback",
+    "Joined",
     "Limits",
     "Next",
     "Released",
     "Renew",
+    "Renewal",
     "Step",
+    "StopRequested",
     "Stopped",
     "Sweep",
     "Wait",

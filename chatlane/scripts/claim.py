@@ -9,14 +9,14 @@ from redis.asyncio import Redis
 
 from chatlane.keys import Keys
 from chatlane.scripts.loader import register
-from chatlane.scripts.steps import Begun, Released, parse_step
+from chatlane.scripts.steps import Begun, Deferred, Released, StopRequested, parse_step
 from chatlane.settings import Settings
 
 
 @dataclass(frozen=True)
 class Claimed:
     token: str  # the lease token, which is also the fencing token
-    step: Begun | Released
+    step: Begun | Released | StopRequested | Deferred
     tail: list[str]  # the newest history entries (raw JSON), oldest first
 
 
@@ -39,6 +39,6 @@ class Claim:
         if res[0] != 1:
             return None
         step = parse_step(res[2], sk.lease)
-        if not isinstance(step, Begun | Released):
+        if not isinstance(step, Begun | Released | StopRequested | Deferred):
             raise ValueError(f"claim.lua answered {res!r}")
         return Claimed(str(res[1]), step, list(res[3]))

@@ -1,4 +1,4 @@
-"""Typed caller of ``enqueue.lua``: accept one turn, dedupe it, queue its drain job."""
+"""Typed caller of ``enqueue.lua``: accept one turn (or join one, or refuse), dedupe it, queue its drain job."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from chatlane.errors import QueueFull
+from chatlane.errors import QueueFull, SessionBusy
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.scripts.loader import register
+from chatlane.settings import Settings
+from chatlane.turns import OnBusy
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,14 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """``on_busy=coalesce``: the text joined ``turn_id``, a queued turn that had not begun."""
+
+    turn_id: str
+    coalesced: int  # texts joined to it after its first, this one included
+
+
+@dataclass(frozen=True)
 class Duplicate:
     """The idempotency key (or the turn id, on a client retry) already names ``turn_id``."""
 
@@ -28,9 +38,10 @@ class Duplicate:
 
 
 class Enqueue:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
         self._script = register(redis, "enqueue")
         self._keys = keys
+        self._settings = settings
 
     async def __call__(
         self,
@@ -42,18 +53,28 @@ class Enqueue:
         max_waiting: int,
         job: DrainJob,
         webhook_url: str | None = None,
-    ) -> Accepted | Duplicate:
-        """Raises QueueFull (nothing written) when the session already has ``max_waiting`` turns."""
-        k, sk = self._keys, self._keys.session(session_id)
+        on_busy: OnBusy = OnBusy.enqueue,
+        expires_after_ms: int = 0,
+    ) -> Accepted | Joined | Duplicate:
+        """Raises QueueFull or SessionBusy (``on_busy=reject``), nothing written.
+        ``expires_after_ms``: the turn ends expired if not begun by then (0: no deadline)."""
+        k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         # With no key the script never touches KEYS[4]; any key of the session's slot will do.
         idem = k.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
         status, tid, queued, position, created_ms = await self._script(
-            keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue],
+            keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue,
+                  k.webhooks_due, k.deadlines],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
-                  job.expires_ms, webhook_url or ""],
+                  job.expires_ms, webhook_url or "", on_busy.value, expires_after_ms, s.coalesce_window_ms,
+                  s.coalesce_max_wait_ms, s.coalesce_max_texts, k.turn_prefix, k.stream_suffix, s.turn_ttl_ms,
+                  s.stream_ttl_ms, k.stop_channel_prefix],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)
+        if status == "busy":
+            raise SessionBusy(session_id, int(position))
         if status == "dup":
             return Duplicate(str(tid))
+        if status == "joined":
+            return Joined(str(tid), int(queued))
         return Accepted(str(tid), int(position), int(created_ms), bool(queued))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatlane.errors import LeaseLost
+from chatlane.turns import more_texts
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,34 @@ class Begun:
     attempt: int
     started_ms: int
     paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
+    more: tuple[str, ...] = ()  # the texts that joined the turn after ``text`` (on_busy=coalesce)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return (self.text, *self.more)
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """The head turn has a client's stop request that its holder has not committed: commit it
+    (``Finish(stopped=True)``) without generating. ``attempt`` is its latest attempt, not a new one."""
+
+    turn_id: str
+    text: str
+    attempt: int
+    more: tuple[str, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return (self.text, *self.more)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The head turn waits for more texts (debounce): nothing begun, the lease still held; hand
+    the session back with its drain job due in ``ms``."""
+
+    ms: int
 
 
 @dataclass(frozen=True)
@@ -29,13 +58,18 @@ class Stopped:
     """The turn was finished and nothing begun; the lease is still held (to hand back)."""
 
 
-Step = Begun | Released | Stopped
+Step = Begun | Released | Stopped | StopRequested | Deferred
 
 
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), int(res[5]) if len(res) > 5 else 0)
+        paused = int(res[5]) if len(res) > 5 else 0
+        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), paused, _more(res))
+    if kind == "stopping":
+        return StopRequested(str(res[1]), str(res[2]), int(res[3]), _more(res))
+    if kind == "defer":
+        return Deferred(int(res[1]))
     if kind == "released":
         return Released()
     if kind == "stopped":
@@ -43,3 +77,7 @@ def parse_step(res: list[Any], lease_key: str) -> Step:
     if kind == "lost":
         raise LeaseLost(lease_key)
     raise ValueError(f"unexpected answer from a chatlane script: {res!r}")
+
+
+def _more(res: list[Any]) -> tuple[str, ...]:
+    return tuple(more_texts(str(res[6]))) if len(res) > 6 and res[6] else ()
