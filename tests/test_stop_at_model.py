@@ -7,6 +7,7 @@ langchain-openai client streams from it. How fast the close follows the request 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 
@@ -32,7 +33,7 @@ def model_env(stub: OpenAIStub) -> dict[str, str]:
 def serial(spans: list[Span]) -> None:
     """G1 at the model: each request arrived after the previous one's connection had ended."""
     assert all(sp.ended is not None for sp in spans), spans
-    for before, after in zip(spans, spans[1:], strict=False):
+    for before, after in itertools.pairwise(spans):
         assert before.ended is not None and after.received > before.ended, (before, after)
 
 
