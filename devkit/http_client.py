@@ -75,12 +75,24 @@ class HttpChatClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def enqueue(self, session_id: str, text: str, idempotency_key: str | None = None) -> TurnStatus:
+    async def enqueue(
+        self, session_id: str, text: str, idempotency_key: str | None = None, *, on_busy: str | None = None
+    ) -> TurnStatus:
         body: dict[str, Any] = {"text": text}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        if on_busy is not None:
+            body["on_busy"] = on_busy
         resp = await self._http.post(f"/v1/sessions/{session_id}/turns", json=body)
         return TurnStatus.model_validate_json(_checked(resp).content)
+
+    async def cancel(self, turn_id: str, *, keep_partial: bool = True) -> TurnStatus:
+        resp = await self._http.post(f"/v1/turns/{turn_id}/cancel", json={"keep_partial": keep_partial})
+        return TurnStatus.model_validate_json(_checked(resp).content)
+
+    async def turns(self, session_id: str, states: str = "queued,running") -> list[TurnStatus]:
+        resp = await self._http.get(f"/v1/sessions/{session_id}/turns", params={"state": states})
+        return [TurnStatus.model_validate(t) for t in _checked(resp).json()["turns"]]
 
     async def status(self, turn_id: str) -> TurnStatus:
         resp = await self._http.get(f"/v1/turns/{turn_id}")

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match
+from starlette.routing import Match
 
 from chatlane.errors import ChatlaneError, InvalidInput
 
@@ -97,13 +97,15 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=all_headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(request: Request) -> str:
-    """The methods of every route whose path matches the request's (e.g. GET and POST on a session's turns)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return ", ".join(sorted(methods))
+    """The methods some route accepts on the request's path (a session's turns: GET and POST).
+    Asked of the routes themselves, so routers included in routers are covered too."""
+    routes = request.app.router.routes
+    allowed = [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+    return ", ".join(allowed)
 
 
 def install_error_handlers(app: FastAPI) -> None:
