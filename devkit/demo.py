@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from devkit.check import Report, check
+from devkit.demo_policies import run_policies
 from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import redis_for_demo
-from producer import ChatProducer, Settings, TurnStatus
+from producer import ChatProducer, Settings, TurnState, TurnStatus
 
 Enqueue = Callable[[str, str, str | None], Awaitable[TurnStatus]]
 
@@ -37,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the demo's keys in Redis")
     p.add_argument("--private-redis", action="store_true", help="always start a private redis-server")
     p.add_argument("--http", action="store_true", help="producers enqueue through the HTTP API (served by uvicorn)")
+    p.add_argument(
+        "--policies", action="store_true", help="instead: one session under each on_busy policy, a stop, a deadline"
+    )
     return p.parse_args(argv)
 
 
@@ -83,7 +87,7 @@ class Demo:
                 for t in tids:
                     pipe.hget(p.keys.turn(t), "state")
                 states = await pipe.execute()
-            done = sum(s in ("completed", "failed", "cancelled") for s in states)
+            done = sum(s is not None and TurnState(s).terminal for s in states)
             running = sum(s == "running" for s in states)
             elapsed = time.monotonic() - started
             line = (
@@ -171,6 +175,8 @@ class Demo:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with redis_for_demo(private=args.private_redis) as url:
+        if args.policies:
+            return asyncio.run(run_policies(url))
         return asyncio.run(Demo(args, url).run())
 
 
