@@ -79,9 +79,12 @@ class StopSignals:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READ_S)
                     if msg is not None and msg.get("type") == "message":
                         self.deliver(str(msg["data"]))
-            except REDIS_DOWN as e:
-                if self.subscribed.is_set():
-                    log.warning("stop requests: subscription lost (%r); lease renewals check meanwhile", e)
+            except Exception as e:  # Redis down, or anything else: resubscribe, never give up
+                if isinstance(e, REDIS_DOWN):
+                    if self.subscribed.is_set():
+                        log.warning("stop requests: subscription lost (%r); lease renewals check meanwhile", e)
+                else:
+                    log.exception("stop requests: subscription failed; resubscribing")
                 self.subscribed.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_S[1], backoff * 2)
