@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from chatlane.messages import is_interrupted, turn_id_of
+from devkit import faults
 from devkit.check import check
 from producer import ChatProducer, OnBusy, SessionBusy, TurnNotCancellable, TurnState, TurnStatus
 from tests.conftest import Fleet, keys_with_prefix, sid, wait_async
@@ -274,3 +275,46 @@ async def test_a_stopped_turns_stream_ends_at_once_with_its_final_status(fleet: 
     # It ended because of the stop (a reply that ran to its end would be completed), with "end".
     assert events[-1] == "end" and "chunk" in events
     assert (await producer.status(t.turn_id)).state is TurnState.interrupted
+
+
+async def test_a_missed_stop_message_is_caught_by_the_lease_renewal(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis
+) -> None:
+    fleet.start(1)
+    s = sid()
+    t = await producer.enqueue(s, f"go on and on {SLOW}")
+    await running_with_text(producer, t.turn_id)
+    # The request as cancel.lua records it, but with its pub/sub message lost: nobody is told.
+    await raw_redis.hset(producer.keys.turn(t.turn_id), mapping={"stop": "interrupt", "reason": "interrupted by ops"})
+    st = await producer.wait(t.turn_id, 10)
+    assert st.state is TurnState.interrupted and st.reason == "interrupted by ops"
+    # Cut short by the holder's renewal (every 500 ms here), not found only at its commit after 4 s.
+    full = "Reply #1 to 'go on and on !delay=4000': I can see 0 earlier message(s)."
+    assert st.reply and full.startswith(st.reply) and st.reply != full
+
+
+async def test_the_stop_subscription_comes_back_after_its_connection_is_killed(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis
+) -> None:
+    (w,) = fleet.start(1)
+    await faults.wait_registered(raw_redis, producer.keys, [w.pid])
+    (worker_id,) = await raw_redis.zrange(producer.keys.workers, 0, -1)
+    channel = producer.keys.stop_channel(worker_id)
+
+    async def subscribed() -> bool:
+        return dict(await raw_redis.pubsub_numsub(channel)).get(channel, 0) == 1
+
+    assert await wait_async(subscribed, 10)
+    before = {c["id"] for c in await raw_redis.client_list(_type="pubsub")}
+    await raw_redis.client_kill_filter(_type="pubsub")
+
+    async def subscribed_anew() -> bool:
+        now = {c["id"] for c in await raw_redis.client_list(_type="pubsub")}
+        return bool(now - before) and await subscribed()
+
+    assert await wait_async(subscribed_anew, 10), "the worker did not subscribe again"
+    s = sid()
+    t = await producer.enqueue(s, f"still listening? {SLOW}")
+    await running_with_text(producer, t.turn_id)
+    await producer.cancel(t.turn_id, keep_partial=False)
+    assert (await producer.wait(t.turn_id, 10)).state is TurnState.cancelled
