@@ -10,12 +10,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from chatlane.errors import LeaseLost
+from chatlane.errors import CommitNotReplicated, LeaseLost
 from chatlane.messages import encode_message, turn_messages
 from chatlane.scripts import Begun, Finish, Step, Stopped
 from worker.lease import Lease
 from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
+from worker.replicated import hold_until_replicated
 from worker.runtime import RUNTIME, Runtime
 from worker.window import FIRST_BATCH, load_window
 
@@ -80,7 +81,10 @@ class SessionRunner:
                 # the p99 of the handoff between queued turns).
                 budget += s.drain_max_turns
             more = served < budget and time.monotonic() - started < s.drain_max_seconds and not rt.stopping.is_set()
-            step = await lease.advance(finish, begin=more)
+            try:
+                step = await lease.advance(finish, begin=more)
+            except CommitNotReplicated as e:
+                step = await hold_until_replicated(rt, lease, e)
             if messages:
                 window.extend(messages)
         if isinstance(step, Stopped):

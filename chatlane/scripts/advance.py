@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from chatlane.errors import CommitNotReplicated
 from chatlane.keys import Keys
 from chatlane.scripts.loader import register
+from chatlane.scripts.replication import Replication
 from chatlane.scripts.steps import Step, parse_step
 from chatlane.settings import Settings
 
@@ -27,9 +29,12 @@ class Advance:
         self._script = register(redis, "advance")
         self._keys = keys
         self._settings = settings
+        self._replication = Replication.of(settings, keys)
 
     async def __call__(self, *, session_id: str, token: str, finish: Finish | None, begin: bool) -> Step:
-        """Raises LeaseLost, having written nothing, when ``token`` no longer holds the lease."""
+        """Raises LeaseLost, having written nothing, when ``token`` no longer holds the lease;
+        CommitNotReplicated when ``finish`` was committed (and the step taken) on the primary but
+        too few replicas confirmed it. Only a commit waits for replicas; a bare begin does not."""
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         turn_id, state, text, user, ai = "", "", "", "", ""
         if finish is not None:
@@ -37,9 +42,15 @@ class Advance:
             state = "completed" if finish.completed else "failed"
             if finish.completed:
                 user, ai = finish.entries
-        res = await self._script(
+        res, acked = await self._replication.run(
+            self._script,
             keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending],
             args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text, user, ai,
                   s.turn_ttl_ms, s.stream_ttl_ms, "begin" if begin else "stop", s.max_attempts, session_id],
+            wait=finish is not None,
         )  # fmt: skip
-        return parse_step(res, sk.lease)
+        step = parse_step(res, sk.lease)
+        if finish is not None and self._replication.short(acked):
+            r = self._replication
+            raise CommitNotReplicated(finish.turn_id, step, acked, r.replicas, r.timeout_ms)
+        return step
