@@ -19,9 +19,11 @@ manager with a Sentinel-aware start-up script does). Measured:
   one of its turns end again;
 - and devkit.check's every other invariant (order, nothing stuck, history whole).
 
-``--replica-stall-ms`` stops the replica (SIGSTOP) that long right before each kill, as a
-replica that falls behind (GC, disk, network) when the primary dies: without it, on loopback
-the replica is rarely more than a millisecond behind.
+A SIGKILLed process on loopback is a gentle death: its kernel still sends its replicas what it
+had written, so the replica is rarely behind. ``--partition-ms T`` makes it a hard one: the
+replica's link to the primary is cut (``devkit.link``: nothing passes, nothing closes) T ms
+before the kill, while clients still reach the primary; as a host that loses its network, or a
+replica that lags T ms behind when its primary's host dies.
 """
 
 from __future__ import annotations
@@ -29,10 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -45,7 +45,15 @@ from devkit.check import Report, check
 from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import Fsync
 from devkit.sentinel_group import MASTER_NAME, SentinelGroup
-from producer import ChatProducer, RedisUnavailable, ReplicationTimeout, Settings, TurnState, TurnStatus
+from producer import (
+    ChatProducer,
+    RedisUnavailable,
+    ReplicationTimeout,
+    Settings,
+    TurnNotFound,
+    TurnState,
+    TurnStatus,
+)
 
 REFUSED = (RedisUnavailable, ReplicationTimeout)
 
@@ -57,7 +65,7 @@ class Options:
     sessions: int = 20
     workers: int = 2
     load_s: float = 3.0  # load before each kill
-    replica_stall_ms: int = 0
+    partition_ms: int = 0
     appendfsync: Fsync = "always"
     down_after_ms: int = 1000
     lease_ttl_ms: int = 1500
@@ -142,17 +150,20 @@ class Run:
                 self.sent[session].append(st.turn_id)
                 last = st.turn_id
                 i += 1
-            self.saw(session, await self.follow(producer, last))
+            ended = await self.follow(producer, last)
+            if ended is not None:
+                self.saw(session, ended)
 
-    async def follow(self, producer: ChatProducer, turn_id: str) -> TurnStatus:
-        """Wait for the turn to end, through outages (as a polling client would)."""
+    async def follow(self, producer: ChatProducer, turn_id: str) -> TurnStatus | None:
+        """Wait for the turn to end, through outages (as a polling client would); None if a
+        failover lost it (the client carries on; the tally counts it)."""
         while True:
             try:
-                st = await producer.wait(turn_id, 5)
+                return await producer.wait(turn_id, 5)
+            except TurnNotFound:
+                return None
             except (*REFUSED, TimeoutError):
                 await asyncio.sleep(0.1)
-                continue
-            return st
 
     def saw(self, session: str, st: TurnStatus) -> None:
         self.seen[st.turn_id] = (st.finished_at, st.state)
@@ -189,17 +200,11 @@ class Run:
         return out
 
     async def failover(self, out: Outcome) -> None:
-        replica = next(n for n in self.group.nodes if n.port != self.group.primary_port())
-        stalled = self.opts.replica_stall_ms > 0 and replica.proc is not None
-        if stalled:
-            assert replica.proc is not None
-            os.kill(replica.proc.pid, signal.SIGSTOP)
-            await asyncio.sleep(self.opts.replica_stall_ms / 1000)
+        if self.opts.partition_ms:
+            self.group.cut_primary_links()
+            await asyncio.sleep(self.opts.partition_ms / 1000)
         t_kill = time.monotonic()
         old = self.group.kill_primary()
-        if stalled:
-            assert replica.proc is not None
-            os.kill(replica.proc.pid, signal.SIGCONT)
         await self.group.wait_promoted(old.port, timeout=60)
         t_promoted = time.monotonic()
         out.promotion_s.append(t_promoted - t_kill)
@@ -235,13 +240,16 @@ class Run:
             final = r.statuses.get(tid)
             if final is None or final.state is not state or final.finished_at != finished_at:
                 out.commits_lost += 1
-                out.problems.append(f"turn {tid} was seen {state.value} at {finished_at}, now {final}")
+                now = f"{final.state.value} at {final.finished_at}" if final else "gone"
+                out.problems.append(f"turn {tid} was seen {state.value} at {finished_at}; now {now}")
         out.refused = self.refused
         out.problems += r.violations
 
 
 async def measure(opts: Options, log_dir: Path) -> Outcome:
-    group = SentinelGroup(appendfsync=opts.appendfsync, down_after_ms=opts.down_after_ms).start()
+    group = SentinelGroup(
+        appendfsync=opts.appendfsync, down_after_ms=opts.down_after_ms, links=opts.partition_ms > 0
+    ).start()
     try:
         return await Run(opts, group, log_dir).run()
     finally:
@@ -287,13 +295,15 @@ def parse(argv: list[str] | None) -> tuple[list[int], Options]:
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--load-s", type=float, default=3.0, help="seconds of load before each kill")
-    p.add_argument("--replica-stall-ms", type=int, default=0, help="SIGSTOP the replica this long before each kill")
+    p.add_argument(
+        "--partition-ms", type=int, default=0, help="cut the replica's link this long before each kill (default 0)"
+    )
     p.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
     opts = Options(
         failovers=a.failovers, sessions=a.sessions, workers=a.workers, load_s=a.load_s,
-        replica_stall_ms=a.replica_stall_ms, appendfsync=a.appendfsync, seed=a.seed,
+        partition_ms=a.partition_ms, appendfsync=a.appendfsync, seed=a.seed,
     )  # fmt: skip
     return [int(x) for x in a.acks.split(",")], opts
 
@@ -314,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     outcomes = asyncio.run(amain(acks, opts, log_dir))
     print(
-        f"\n{time.monotonic() - t0:.0f}s; AOF {opts.appendfsync}; replica stalled {opts.replica_stall_ms} ms before "
+        f"\n{time.monotonic() - t0:.0f}s; AOF {opts.appendfsync}; replica link cut {opts.partition_ms} ms before "
         f"each kill; lease TTL {opts.lease_ttl_ms} ms; sentinel down-after {opts.down_after_ms} ms; WAIT timeout "
         f"{opts.wait_timeout_ms} ms\n"
     )

@@ -18,6 +18,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from chatlane.connection import REDIS_DOWN
+from devkit.link import Link
 from devkit.redis_server import Fsync, RedisServer, redis_server_binary
 
 MASTER_NAME = "chatlane"
@@ -52,6 +53,12 @@ class SentinelGroup:
 
     ``down_after_ms`` is how long the primary must be unreachable before a sentinel calls it down;
     a failover then takes about one more second to elect a leader and promote a replica.
+
+    With ``links`` every replica reaches its primary through a ``devkit.link.Link``, so
+    ``cut_primary_links`` can leave the primary serving clients while its replicas hear nothing
+    more from it (what they would see if its host lost its network, or died before its last
+    writes left it). Sentinel would "fix" a replica that names another address than the
+    primary's after ``failover_timeout_ms``, so that is long with links.
     """
 
     def __init__(
@@ -61,15 +68,19 @@ class SentinelGroup:
         sentinels: int = 3,
         appendfsync: Fsync | None = "always",
         down_after_ms: int = 1000,
-        failover_timeout_ms: int = 10_000,
+        failover_timeout_ms: int | None = None,
+        links: bool = False,
     ) -> None:
         self.appendfsync = appendfsync
+        self.use_links = links
+        self.links: dict[int, Link] = {}  # replica port -> its link to its primary
         self.nodes: list[RedisServer] = [RedisServer(appendfsync=appendfsync, extra_args=NODE_ARGS)]
         primary = self.nodes[0].port
-        self.nodes += [
-            RedisServer(appendfsync=appendfsync, extra_args=[*NODE_ARGS, "--replicaof", "127.0.0.1", str(primary)])
-            for _ in range(replicas)
-        ]
+        self.nodes += [RedisServer(appendfsync=appendfsync) for _ in range(replicas)]
+        for n in self.nodes[1:]:
+            n.extra_args = self._replica_args(n, primary)
+        if failover_timeout_ms is None:
+            failover_timeout_ms = 300_000 if links else 10_000
         self.sentinels = [
             SentinelServer(
                 primary, quorum=sentinels // 2 + 1, down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms
@@ -148,10 +159,25 @@ class SentinelGroup:
                 raise TimeoutError(f"no replica was promoted within {timeout:g}s")
             await asyncio.sleep(0.02)
 
+    def _replica_args(self, node: RedisServer, primary_port: int) -> list[str]:
+        if self.use_links:
+            old = self.links.pop(node.port, None)
+            if old is not None:
+                old.close()
+            self.links[node.port] = Link(primary_port).start()
+            primary_port = self.links[node.port].port
+        return [*NODE_ARGS, "--replicaof", "127.0.0.1", str(primary_port)]
+
+    def cut_primary_links(self) -> None:
+        """The primary's replicas hear nothing more from it (and it from them); clients still do."""
+        primary = self.primary_port()
+        for link in self.links.values():
+            if link.target_port == primary:
+                link.cut()
+
     def restart_as_replica(self, node: RedisServer) -> None:
         """Start a dead node again as a replica of the current primary, keeping its data dir."""
-        primary = self.primary_port()
-        node.extra_args = [*NODE_ARGS, "--replicaof", "127.0.0.1", str(primary)]
+        node.extra_args = self._replica_args(node, self.primary_port())
         node.start()
 
     async def wait_replicas_in_sync(self, count: int, timeout: float = 30.0) -> None:
@@ -176,6 +202,8 @@ class SentinelGroup:
             s.close()
         for n in self.nodes:
             n.close()
+        for link in self.links.values():
+            link.close()
 
     def __enter__(self) -> SentinelGroup:
         return self.start()
