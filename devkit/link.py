@@ -31,6 +31,11 @@ class Link:
         self._ready.wait(10)
         return self
 
+    def retarget(self, port: int) -> None:
+        """New connections go to ``port``; open ones stay where they are (as behind a DNS name or
+        a proxy that a managed Redis moves to its new primary)."""
+        self.target_port = port
+
     def cut(self) -> None:
         """From now on drop every byte either way; keep every connection open."""
         self._cut = True
@@ -54,6 +59,10 @@ class Link:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+        tasks = asyncio.all_tasks(self._loop)
+        for t in tasks:
+            t.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self._loop.close()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -72,5 +81,6 @@ class Link:
             if not self._cut:
                 w.transport.abort()  # pass a close on, unless the link is cut
 
-        with contextlib.suppress(OSError):
+        # Cancelled when the link closes: end quietly (asyncio's server logs a cancelled handler).
+        with contextlib.suppress(OSError, asyncio.CancelledError):
             await asyncio.gather(pipe(client_r, target_w), pipe(target_r, client_w))
