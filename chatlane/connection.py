@@ -70,7 +70,9 @@ class FollowingPool(SentinelConnectionPool):
 
     _next_check = 0.0
 
-    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> AbstractConnection:
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        # Arguments passed through as given: redis-py before 5.3 requires a command name, 5.3
+        # deprecates passing one.
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + MASTER_RECHECK_S
@@ -78,7 +80,7 @@ class FollowingPool(SentinelConnectionPool):
             # the connections we have.
             with contextlib.suppress(*REDIS_DOWN):
                 await self.get_master_address()  # type: ignore[no-untyped-call]
-        connection: AbstractConnection = await super().get_connection(command_name, *keys, **options)
+        connection: AbstractConnection = await super().get_connection(*args, **kwargs)
         return connection
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:

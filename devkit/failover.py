@@ -2,28 +2,32 @@
 
 ``python -m devkit.failover`` (``make failover``) starts a Sentinel group of real processes on
 loopback (a primary, one replica, three sentinels), worker processes and ~20 session clients,
-then SIGKILLs the primary a few times while the load runs, once per CHATLANE_REDIS_MIN_REPLICAS_ACK
-value asked for (0 and 1 by default), and prints a table.
+fails the primary over a few times while the load runs, and prints a table: one row per kind of
+failover and CHATLANE_REDIS_MIN_REPLICAS_ACK value (0 and 1 by default). Kinds:
+
+- ``kill``: SIGKILL of the primary. On loopback a gentle death: the kernel still sends the
+  replica what the process had written, so the replica is rarely behind.
+- ``partition``: the replica's link to the primary is cut (``devkit.link``: nothing passes,
+  nothing closes) ``--partition-ms`` before the SIGKILL, while clients still reach the primary:
+  a primary whose host loses its network, or a replica that lags that much when its primary's
+  host dies.
+- ``switch``: ``SENTINEL FAILOVER``, a planned switch. The old primary lives on and Sentinel
+  turns it into a replica about 10 s later.
+
+After a kill the dead node is started again as a replica of the new primary (what a process
+manager with a Sentinel-aware start-up script does).
 
 The clients behave as careful clients do: each enqueues one to three turns with idempotency keys,
 retrying a refused enqueue (Redis unavailable, or not yet replicated) with the same key until it
-is acknowledged, then waits for its last turn to end. After each kill the sentinels promote the
-replica, and the dead node is started again as a replica of the new primary (what a process
-manager with a Sentinel-aware start-up script does). Measured:
+is acknowledged, then waits for its last turn to end. Measured:
 
 - acknowledged enqueues lost: acknowledged to a client, but no record of the turn at the end;
 - duplicated: a turn twice in its session's history (devkit.check);
 - commits lost: a turn a client saw end (completed or failed) whose end was taken back: at the
   end it is not in that state, or ended at another time (it was run again);
-- time from the kill to the promotion, and from the promotion until each session's client sees
-  one of its turns end again;
+- time from the fault to the promotion, to the new primary having a replica in sync, and from
+  the promotion until each session's client sees one of its turns end again;
 - and devkit.check's every other invariant (order, nothing stuck, history whole).
-
-A SIGKILLed process on loopback is a gentle death: its kernel still sends its replicas what it
-had written, so the replica is rarely behind. ``--partition-ms T`` makes it a hard one: the
-replica's link to the primary is cut (``devkit.link``: nothing passes, nothing closes) T ms
-before the kill, while clients still reach the primary; as a host that loses its network, or a
-replica that lags T ms behind when its primary's host dies.
 """
 
 from __future__ import annotations
@@ -58,14 +62,18 @@ from producer import (
 REFUSED = (RedisUnavailable, ReplicationTimeout)
 
 
+FAULTS = ("kill", "partition", "switch")
+
+
 @dataclass
 class Options:
     min_replicas_ack: int = 1
+    fault: str = "kill"
     failovers: int = 3
     sessions: int = 20
     workers: int = 2
     load_s: float = 3.0  # load before each kill
-    partition_ms: int = 0
+    partition_ms: int = 300
     appendfsync: Fsync = "always"
     down_after_ms: int = 1000
     lease_ttl_ms: int = 1500
@@ -200,17 +208,22 @@ class Run:
         return out
 
     async def failover(self, out: Outcome) -> None:
-        if self.opts.partition_ms:
+        old = self.group.primary()
+        if self.opts.fault == "partition":
             self.group.cut_primary_links()
             await asyncio.sleep(self.opts.partition_ms / 1000)
-        t_kill = time.monotonic()
-        old = self.group.kill_primary()
+        t_fault = time.monotonic()
+        if self.opts.fault == "switch":
+            await self.group.switch()
+        else:
+            old.kill()
         await self.group.wait_promoted(old.port, timeout=60)
         t_promoted = time.monotonic()
-        out.promotion_s.append(t_promoted - t_kill)
-        self.group.restart_as_replica(old)
+        out.promotion_s.append(t_promoted - t_fault)
+        if self.opts.fault != "switch":
+            self.group.restart_as_replica(old)
         await self.group.wait_replicas_in_sync(1, timeout=60)
-        out.replica_back_s.append(time.monotonic() - t_kill)
+        out.replica_back_s.append(time.monotonic() - t_fault)
         # Each session resumes when its client next sees a turn end.
         deadline = time.monotonic() + 60
         for s in self.sessions:
@@ -248,7 +261,7 @@ class Run:
 
 async def measure(opts: Options, log_dir: Path) -> Outcome:
     group = SentinelGroup(
-        appendfsync=opts.appendfsync, down_after_ms=opts.down_after_ms, links=opts.partition_ms > 0
+        appendfsync=opts.appendfsync, down_after_ms=opts.down_after_ms, links=opts.fault == "partition"
     ).start()
     try:
         return await Run(opts, group, log_dir).run()
@@ -264,40 +277,33 @@ def _spread(values: list[float]) -> str:
 
 
 def table(outcomes: list[Outcome]) -> str:
-    rows: list[tuple[str, ...]] = [("", *(f"MIN_REPLICAS_ACK={o.opts.min_replicas_ack}" for o in outcomes))]
-
-    def row(name: str, f: object) -> None:
-        assert callable(f)
-        rows.append((name, *(str(f(o)) for o in outcomes)))
-
-    row("failovers (primary SIGKILLed)", lambda o: len(o.promotion_s))
-    row("enqueues acknowledged", lambda o: o.acked)
-    row("acknowledged enqueues lost", lambda o: o.lost_enqueues)
-    row("duplicated", lambda o: o.report.duplicated)
-    row("turns seen ended by clients", lambda o: o.seen_ended)
-    row("commits lost (seen ended, then taken back)", lambda o: o.commits_lost)
-    row("out of order / stuck", lambda o: f"{o.report.out_of_order} / {o.report.unfinished}")
-    row("enqueue attempts refused, retried", lambda o: o.refused)
-    row("kill -> promotion, s (median / max)", lambda o: _spread(o.promotion_s))
-    row("kill -> new primary has a replica, s", lambda o: _spread(o.replica_back_s))
-    row("promotion -> session served again, s", lambda o: _spread(o.resume_s))
-    row("workers that died", lambda o: o.workers_died)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
+    """A Markdown table, one row per run."""
+    head = ["failover", "MIN_REPLICAS_ACK", "enqueues acked", "acked enqueues lost", "duplicated",
+            "ends seen", "commits lost", "enqueues refused (retried)", "fault → promotion s",
+            "fault → replica in sync s", "promotion → session served s (median / max)"]  # fmt: skip
+    rows = [head]
+    for o in outcomes:
+        name = f"{o.opts.fault} (link cut {o.opts.partition_ms} ms)" if o.opts.fault == "partition" else o.opts.fault
+        rows.append([
+            f"{name} ×{len(o.promotion_s)}", str(o.opts.min_replicas_ack), str(o.acked), str(o.lost_enqueues),
+            str(o.report.duplicated), str(o.seen_ended), str(o.commits_lost), str(o.refused),
+            _spread(o.promotion_s), _spread(o.replica_back_s), _spread(o.resume_s),
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 
 
-def parse(argv: list[str] | None) -> tuple[list[int], Options]:
+def parse(argv: list[str] | None) -> tuple[list[str], list[int], Options]:
     p = argparse.ArgumentParser(prog="python -m devkit.failover", description=__doc__.split("\n\n")[0])
-    p.add_argument("--acks", default="0,1", help="CHATLANE_REDIS_MIN_REPLICAS_ACK values to measure (default 0,1)")
-    p.add_argument("--failovers", type=int, default=3, help="primary kills per value (default 3)")
+    p.add_argument("--faults", default=",".join(FAULTS), help=f"kinds of failover, from {','.join(FAULTS)}")
+    p.add_argument("--acks", default="0,1", help="CHATLANE_REDIS_MIN_REPLICAS_ACK values (default 0,1)")
+    p.add_argument("--failovers", type=int, default=3, help="failovers per run (default 3)")
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--load-s", type=float, default=3.0, help="seconds of load before each kill")
-    p.add_argument(
-        "--partition-ms", type=int, default=0, help="cut the replica's link this long before each kill (default 0)"
-    )
+    p.add_argument("--load-s", type=float, default=3.0, help="seconds of load before each failover")
+    p.add_argument("--partition-ms", type=int, default=300, help="partition: link cut this long before the kill")
     p.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
@@ -305,34 +311,40 @@ def parse(argv: list[str] | None) -> tuple[list[int], Options]:
         failovers=a.failovers, sessions=a.sessions, workers=a.workers, load_s=a.load_s,
         partition_ms=a.partition_ms, appendfsync=a.appendfsync, seed=a.seed,
     )  # fmt: skip
-    return [int(x) for x in a.acks.split(",")], opts
+    kinds = a.faults.split(",")
+    if not set(kinds) <= set(FAULTS):
+        p.error(f"--faults: choose from {','.join(FAULTS)}")
+    return kinds, [int(x) for x in a.acks.split(",")], opts
 
 
-async def amain(acks: list[int], opts: Options, log_dir: Path) -> list[Outcome]:
+async def amain(kinds: list[str], acks: list[int], opts: Options, log_dir: Path) -> list[Outcome]:
     outcomes = []
-    for n in acks:
-        o = Options(**{**vars(opts), "min_replicas_ack": n})
-        what = f"{o.failovers} kills, {o.sessions} sessions, {o.workers} workers"
-        print(f"failover: MIN_REPLICAS_ACK={n}, {what}", flush=True)
-        outcomes.append(await measure(o, log_dir / f"ack{n}"))
+    for kind in kinds:
+        for n in acks:
+            o = Options(**{**vars(opts), "fault": kind, "min_replicas_ack": n})
+            what = f"{o.failovers}× {kind}, {o.sessions} sessions, {o.workers} workers"
+            print(f"failover: MIN_REPLICAS_ACK={n}, {what}", flush=True)
+            outcomes.append(await measure(o, log_dir / f"{kind}-ack{n}"))
     return outcomes
 
 
 def main(argv: list[str] | None = None) -> None:
-    acks, opts = parse(argv)
+    kinds, acks, opts = parse(argv)
     log_dir = Path(tempfile.mkdtemp(prefix="chatlane-failover-"))
     t0 = time.monotonic()
-    outcomes = asyncio.run(amain(acks, opts, log_dir))
+    outcomes = asyncio.run(amain(kinds, acks, opts, log_dir))
     print(
-        f"\n{time.monotonic() - t0:.0f}s; AOF {opts.appendfsync}; replica link cut {opts.partition_ms} ms before "
-        f"each kill; lease TTL {opts.lease_ttl_ms} ms; sentinel down-after {opts.down_after_ms} ms; WAIT timeout "
-        f"{opts.wait_timeout_ms} ms\n"
+        f"\n{time.monotonic() - t0:.0f}s; {opts.sessions} sessions, {opts.workers} workers, fake model "
+        f"{opts.fake_delay_ms} ms; AOF {opts.appendfsync}; lease TTL {opts.lease_ttl_ms} ms; sentinel down-after "
+        f"{opts.down_after_ms} ms; WAIT timeout {opts.wait_timeout_ms} ms\n"
     )
     print(table(outcomes))
     for o in outcomes:
-        for problem in o.problems[:10]:
-            print(f"  ! N={o.opts.min_replicas_ack}: {problem}")
+        for problem in o.problems[:5]:
+            print(f"  ! {o.opts.fault} N={o.opts.min_replicas_ack}: {problem}")
     goal = all(o.ok for o in outcomes if o.opts.min_replicas_ack >= 1)
+    print(f"\ngoal (MIN_REPLICAS_ACK >= 1: nothing acknowledged lost or taken back, nothing duplicated): "
+          f"{'met' if goal else 'MISSED'}")  # fmt: skip
     if goal:
         shutil.rmtree(log_dir, ignore_errors=True)
     else:

@@ -141,6 +141,11 @@ class SentinelGroup:
         _until(settled, deadline, "sentinels to know the whole group")
         return self
 
+    async def switch(self) -> None:
+        """A planned failover (SENTINEL FAILOVER): the primary lives on and becomes a replica."""
+        async with Redis(port=self.sentinels[0].port, socket_timeout=2, decode_responses=True) as r:
+            await r.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)  # type: ignore[no-untyped-call]
+
     def kill_primary(self) -> RedisServer:
         """SIGKILL the primary (a crash: whatever its replicas had not received is gone)."""
         node = self.primary()
