@@ -377,6 +377,10 @@ def summary(soak: Soak, report: Report, stats: dict[str, int], elapsed: float) -
         if bound:
             over += sum(w > bound for w in waits)
         rows.append((f"longest wait to resume: {kind}", f"{max(waits):.2f}s over {len(waits)} sessions{note}"))
+    if isinstance(soak.redis, Sentinel) and soak.redis.promotions:
+        waits = sorted(soak.redis.promotions)
+        rows.append(("failovers: fault → promotion", f"{len(waits)}, median {waits[len(waits) // 2]:.2f}s, "
+                                                     f"longest {waits[-1]:.2f}s"))  # fmt: skip
     rows += [
         ("waits over the bound", str(over)),
         ("workers slow to stop after SIGTERM", str(t.slow_shutdowns)),
