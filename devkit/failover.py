@@ -69,6 +69,7 @@ FAULTS = ("kill", "partition", "switch")
 class Options:
     min_replicas_ack: int = 1
     fault: str = "kill"
+    replicas: int = 1
     failovers: int = 3
     sessions: int = 20
     workers: int = 2
@@ -261,7 +262,10 @@ class Run:
 
 async def measure(opts: Options, log_dir: Path) -> Outcome:
     group = SentinelGroup(
-        appendfsync=opts.appendfsync, down_after_ms=opts.down_after_ms, links=opts.fault == "partition"
+        replicas=opts.replicas,
+        appendfsync=opts.appendfsync,
+        down_after_ms=opts.down_after_ms,
+        links=opts.fault == "partition",
     ).start()
     try:
         return await Run(opts, group, log_dir).run()
@@ -284,6 +288,8 @@ def table(outcomes: list[Outcome]) -> str:
     rows = [head]
     for o in outcomes:
         name = f"{o.opts.fault} (link cut {o.opts.partition_ms} ms)" if o.opts.fault == "partition" else o.opts.fault
+        if o.opts.replicas != 1:
+            name += f", {o.opts.replicas} replicas"
         rows.append([
             f"{name} ×{len(o.promotion_s)}", str(o.opts.min_replicas_ack), str(o.acked), str(o.lost_enqueues),
             str(o.report.duplicated), str(o.seen_ended), str(o.commits_lost), str(o.refused),
@@ -302,13 +308,14 @@ def parse(argv: list[str] | None) -> tuple[list[str], list[int], Options]:
     p.add_argument("--failovers", type=int, default=3, help="failovers per run (default 3)")
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--replicas", type=int, default=1, help="replicas of the primary (default 1)")
     p.add_argument("--load-s", type=float, default=3.0, help="seconds of load before each failover")
     p.add_argument("--partition-ms", type=int, default=300, help="partition: link cut this long before the kill")
     p.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
     opts = Options(
-        failovers=a.failovers, sessions=a.sessions, workers=a.workers, load_s=a.load_s,
+        failovers=a.failovers, sessions=a.sessions, workers=a.workers, replicas=a.replicas, load_s=a.load_s,
         partition_ms=a.partition_ms, appendfsync=a.appendfsync, seed=a.seed,
     )  # fmt: skip
     kinds = a.faults.split(",")
