@@ -15,6 +15,7 @@ drops connections to any other node than the one they name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -76,10 +77,11 @@ class FollowingPool(SentinelConnectionPool):
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + MASTER_RECHECK_S
-            # Closes the idle connections if the primary moved. No sentinel answers: keep using
-            # the connections we have.
+            # Closes the idle connections if the primary moved. No sentinel answers (in time: a
+            # hung one would hold this call up to its socket timeout): keep the connections we have.
             with contextlib.suppress(*REDIS_DOWN):
-                await self.get_master_address()  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(MASTER_RECHECK_S):
+                    await self.get_master_address()  # type: ignore[no-untyped-call]
         connection: AbstractConnection = await super().get_connection(*args, **kwargs)
         return connection
 

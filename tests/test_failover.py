@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from devkit import faults
@@ -28,6 +28,7 @@ from devkit.redis_server import RedisServer
 from producer import ChatProducer, RedisUnavailable, ReplicationTimeout, Settings
 from tests.conftest import TEST_WORKER_ENV, new_prefix, sid, wait_async
 from tests.test_faults import checked, running_holder
+from worker.queue_pool import arq_redis_settings
 
 
 def test_sentinel_settings_parse_and_check() -> None:
@@ -39,6 +40,10 @@ def test_sentinel_settings_parse_and_check() -> None:
     # WAIT blocks its connection: a timeout past the socket timeout would read as "Redis down".
     with pytest.raises(ValidationError):
         Settings(redis_min_replicas_ack=1, redis_wait_timeout_ms=5000, redis_timeout_s=2)
+    # Plain `arq worker.WorkerSettings` gets arq's own Sentinel settings from the same variables.
+    arq = arq_redis_settings(s.model_copy(update={"redis_password": SecretStr("pw")}))
+    assert arq.sentinel and arq.host == s.sentinel_addresses and arq.sentinel_master == "main"
+    assert arq.password == "pw"
 
 
 # -- a primary and one replica, no sentinels ---------------------------------------------------
