@@ -48,18 +48,19 @@ class Replication:
         if not (self.replicas and wait):
             return await script(keys=keys, args=args), 0
         redis: Redis = script.registered_client
-        while True:
+        for loaded in (False, True):
             async with redis.pipeline(transaction=False) as pipe:
                 # evalsha, not script(client=pipe): that would send SCRIPT EXISTS first, every call.
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
                 res, acked = await self._barrier(pipe)
-            if isinstance(res, redis_errors.NoScriptError):
+            if isinstance(res, redis_errors.NoScriptError) and not loaded:
                 # A restarted or newly promoted primary has an empty script cache.
                 script.sha = await redis.script_load(script.script)
                 continue
             if isinstance(res, Exception):
                 raise res
             return res, acked
+        raise AssertionError("unreachable")
 
     async def confirm(self, redis: Redis) -> int:
         """How many replicas have everything written before this call (all of them without WAIT)."""
