@@ -181,7 +181,7 @@ async def test_endpoint_that_moves_to_a_new_primary_is_followed(tmp_path: Path) 
                 assert await wait_async(demoted, 10, interval=0.01)
             endpoint.retarget(new.port)
             await load
-            report = await checked(p, sent, timeout=30)
+            report = await checked(p, sent, timeout=60)
             assert report.completed == report.accepted == 120
         async with Redis(port=new.port, decode_responses=True) as r:
             assert (await r.info("replication"))["role"] == "master"
