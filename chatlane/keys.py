@@ -72,6 +72,12 @@ class Keys:
         return f"{self.prefix}:workers"
 
     @property
+    def replication_barrier(self) -> str:
+        """Pub/sub channel nobody listens to: a PUBLISH there marks a point in the replication
+        stream for WAIT to wait for (chatlane/scripts/replication.py)."""
+        return f"{self.prefix}:replication-barrier"
+
+    @property
     def turn_prefix(self) -> str:
         return f"{self.prefix}:turn:"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -26,6 +26,41 @@ class RedisConfig(BaseModel):
     # stream read adds its block time), before the call fails with RedisUnavailable.
     redis_timeout_s: float = Field(2.0, gt=0)
     key_prefix: str = Field("chatlane", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Sentinel: "host:port,host:port,..." of the sentinels. When set, every connection (producers,
+    # the HTTP API, the worker's state and arq's queue) asks them for the current primary of
+    # `redis_sentinel_master` and follows a failover without a restart; `redis_url` is not used.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
+    # Password of the primary and replicas, with sentinels (a plain URL carries its own), and of
+    # the sentinels themselves (their `requirepass`), if they have one.
+    redis_password: SecretStr = SecretStr("")
+    redis_sentinel_password: SecretStr = SecretStr("")
+    # Acknowledged means replicated: an enqueue and a commit count only once `WAIT` confirms this
+    # many replicas (0: as soon as the primary has it). docs/faults.md has what each value buys.
+    redis_min_replicas_ack: int = Field(0, ge=0)
+    # How long such a write waits for its replicas before the caller gets ReplicationTimeout.
+    redis_wait_timeout_ms: int = Field(1000, ge=1)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str) -> str:
+        parse_addresses(value)
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return parse_addresses(self.redis_sentinels)
+
+
+def parse_addresses(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (IPv6 hosts in brackets) as (host, port) pairs."""
+    out: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {item!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
 
 
 class ModelConfig(BaseModel):
@@ -161,6 +196,10 @@ class Settings(
         if self.lease_renew_ms + self.lease_safety_ms >= self.lease_ttl_ms:
             # A renewal must be due before the holder's own deadline, or it would give up every lease.
             raise ValueError("lease_renew_interval_ms + lease_margin_ms must be below lease_ttl_ms")
+        if self.redis_wait_timeout_ms > ms(self.redis_timeout_s):
+            # WAIT blocks the connection: past the socket timeout the call would fail as
+            # "Redis unavailable" instead of as a replication timeout.
+            raise ValueError("redis_wait_timeout_ms must be at most redis_timeout_s * 1000")
         return self
 
     @property

@@ -54,7 +54,9 @@ _DESCRIPTIONS = {
     422: "invalid input (`invalid_input`): see `detail`; a webhook URL whose host is not allowed "
     "(`webhook_not_allowed`)",
     429: "the session already has CHATLANE_MAX_QUEUED_PER_SESSION waiting turns (`session_queue_full`)",
-    503: "Redis is unreachable (`redis_unavailable`)",
+    503: "Redis is unreachable (`redis_unavailable`), or, with CHATLANE_REDIS_MIN_REPLICAS_ACK set, too few "
+    "replicas confirmed the write or the turn's end in time (`replication_timeout`; an enqueue is then on the "
+    "primary but not acknowledged: retry it with the same idempotency key)",
 }
 
 

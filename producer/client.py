@@ -14,12 +14,19 @@ from langchain_core.messages import BaseMessage
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect
-from chatlane.errors import IdempotencyConflict, RedisUnavailable, TurnNotFound, WaitTimeout, WebhookNotAllowed
+from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect, where
+from chatlane.errors import (
+    IdempotencyConflict,
+    RedisUnavailable,
+    ReplicationTimeout,
+    TurnNotFound,
+    WaitTimeout,
+    WebhookNotAllowed,
+)
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.messages import decode_messages, page_bounds
-from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue
+from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue, Replication
 from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
@@ -63,7 +70,8 @@ class ChatProducer:
         self.keys = Keys(self.settings.key_prefix)
         self._own_redis = redis is None
         self.redis = redis if redis is not None else connect(self.settings)
-        self._enqueue = Enqueue(self.redis, self.keys)
+        self._replication = Replication.of(self.settings, self.keys)
+        self._enqueue = Enqueue(self.redis, self.keys, self._replication)
         self._cancel = Cancel(self.redis, self.keys, self.settings)
         self._redeliver = WebhookRedeliver(self.redis, self.keys)
 
@@ -81,11 +89,16 @@ class ChatProducer:
         try:
             return await fn()
         except REDIS_DOWN as e:
-            raise RedisUnavailable(f"Redis at {self._where()} is unavailable: {e}") from e
+            raise RedisUnavailable(f"Redis at {where(self.settings)} is unavailable: {e}") from e
 
-    def _where(self) -> str:
-        url = self.settings.redis_url
-        return url.rsplit("@", 1)[-1]  # never echo credentials
+    async def _replicated(self, what: str) -> None:
+        """Raises ReplicationTimeout unless everything read so far is on enough replicas.
+
+        A turn's end (status, stream end, history) is reported only once it is replicated: the
+        worker's commit waits for its replicas, but the primary shows the commit to readers at
+        once, and a failover in between would take back a reply the client has already seen."""
+        acked = await self._call(lambda: self._replication.confirm(self.redis))
+        self._replication.require(acked, what)
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -189,6 +202,8 @@ class ChatProducer:
             position = await self._call(lambda: self.redis.lpos(inbox, turn_id))  # type: ignore[arg-type,return-value]
         elif state is TurnState.running:
             partial = partial_reply(await self._read_events(turn_id, "-", block_ms=None))
+        else:
+            await self._replicated(f"the end of turn {turn_id}")
         return TurnStatus.from_record(turn_id, rec, position, partial)
 
     async def wait(self, turn_id: str, timeout: float) -> TurnStatus:
@@ -196,7 +211,13 @@ class ChatProducer:
         deadline = time.monotonic() + timeout
         last = "0-0"
         while True:
-            st = await self.status(turn_id)
+            try:
+                st = await self.status(turn_id)
+            except ReplicationTimeout:
+                # Ended, but not yet on enough replicas: not an answer yet.
+                if time.monotonic() >= deadline:
+                    raise
+                continue
             if st.state.terminal:
                 return st
             left = deadline - time.monotonic()
@@ -259,7 +280,9 @@ class ChatProducer:
             raw: list[str] = await self.redis.lrange(key, start, end - 1) if end > start else []  # type: ignore[misc]
             return HistoryPage(start, total, decode_messages(raw))
 
-        return await self._call(read)
+        page = await self._call(read)
+        await self._replicated(f"the history of session {session_id!r}")
+        return page
 
     async def history_length(self, session_id: str) -> int:
         validate_session_id(session_id)

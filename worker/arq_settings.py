@@ -13,12 +13,12 @@ import logging
 from typing import Any
 
 from arq import func
-from arq.connections import RedisSettings
 
 from chatlane.jobs import DRAIN, job_deserializer, job_serializer
 from chatlane.keys import Keys
 from chatlane.settings import Settings
 from worker.drain import drain
+from worker.queue_pool import arq_redis_settings
 from worker.runtime import RESILIENT, RUNTIME, Runtime
 from worker.sweep import sweeper
 
@@ -49,7 +49,7 @@ def worker_settings(s: Settings) -> type:
 
     settings: dict[str, Any] = {
         "functions": [func(drain, name=DRAIN, max_tries=1_000_000)],
-        "redis_settings": RedisSettings.from_dsn(s.redis_url),
+        "redis_settings": arq_redis_settings(s),
         "queue_name": Keys(s.key_prefix).queue,
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,

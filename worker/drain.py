@@ -10,13 +10,14 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from chatlane.errors import LeaseLost
+from chatlane.errors import CommitNotReplicated, LeaseLost
 from chatlane.messages import encode_message, turn_messages
 from chatlane.scripts import AttemptEnd, Begun, Finish, Next, Step, Stopped
 from worker.budget import BudgetWait
 from worker.lease import Lease
 from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
+from worker.replicated import hold_until_replicated
 from worker.runtime import RUNTIME, Runtime
 from worker.window import FIRST_BATCH, load_window
 
@@ -103,7 +104,10 @@ class SessionRunner:
                 nxt = Next.yield_
             else:
                 nxt = Next.begin
-            step = await lease.advance(finish, self._ended, nxt)
+            try:
+                step = await lease.advance(finish, self._ended, nxt)
+            except CommitNotReplicated as e:
+                step = await hold_until_replicated(rt, lease, e)
             self._ended = None
             if messages:
                 window.extend(messages)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from chatlane.connection import REDIS_DOWN
-from chatlane.errors import LeaseLost
+from chatlane.errors import CommitNotReplicated, LeaseLost
 from chatlane.scripts import Advance, AttemptEnd, Begun, Claim, Finish, Handback, Next, Released, Renew, Step
 
 T = TypeVar("T")
@@ -120,11 +120,18 @@ class Lease:
         except LeaseLost:
             self.mark_lost()
             raise
+        except CommitNotReplicated as e:
+            # Committed and stepped on the primary all the same (the drain holds until replicated).
+            self._stepped(e.step, sent)
+            raise
+        self._stepped(step, sent)
+        return step
+
+    def _stepped(self, step: Step, sent: float) -> None:
         # advance.lua renewed the lease (PEXPIRE) when it ran, after `sent`.
         self._deadline = max(self._deadline, self._deadline_for(sent))
         if isinstance(step, Begun):
             self.begun_sent_at = sent
-        return step
 
     async def handback(self, *, delay_ms: int = 0, refund: bool = False) -> bool:
         """Release the lease, queuing a new drain job (due in ``delay_ms``) if turns still wait

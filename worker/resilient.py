@@ -12,7 +12,6 @@ Any other error still ends the worker, as before.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import logging.config
 from signal import Signals
@@ -25,21 +24,28 @@ from redis import exceptions as redis_errors
 from chatlane.connection import REDIS_DOWN
 from chatlane.settings import Settings
 from worker.arq_settings import worker_settings
+from worker.queue_pool import queue_pool
 from worker.runtime import RESILIENT, RUNTIME, Runtime
 
 log = logging.getLogger("chatlane.worker")
-
-STARTUP_RETRIES = 1_000_000  # one a second: wait for Redis at start-up as long as it takes
 
 
 class ChatlaneWorker(Worker):
     backoff_s = 0.1
     backoff_max_s = 2.0
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Settings | None = None, **kwargs: Any) -> None:
+        """``settings``: connect to the queue with ``worker.queue_pool`` (Sentinel-aware, with
+        timeouts, waits for Redis at start-up) instead of arq's ``redis_settings``."""
         super().__init__(**kwargs)
         self.ctx[RESILIENT] = True
+        self._settings = settings
         self._redis_failures = 0
+
+    async def main(self) -> None:
+        if self._pool is None and self._settings is not None:
+            self._pool = await queue_pool(self._settings, self.queue_name)
+        await super().main()
 
     def handle_sig(self, signum: Signals) -> None:
         self._stopping()
@@ -127,7 +133,4 @@ def log_config() -> dict[str, Any]:
 def run_worker(settings: Settings) -> None:
     logging.config.dictConfig(log_config())
     kwargs: dict[str, Any] = get_kwargs(worker_settings(settings))
-    # A worker started while Redis is away waits for it (arq gives up after 5 s by default):
-    # exiting would hand recovery to a process manager's restart backoff, often minutes.
-    kwargs["redis_settings"] = dataclasses.replace(kwargs["redis_settings"], conn_retries=STARTUP_RETRIES)
-    ChatlaneWorker(**kwargs).run()
+    ChatlaneWorker(settings=settings, **kwargs).run()

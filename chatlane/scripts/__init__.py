@@ -12,6 +12,7 @@ from chatlane.scripts.claim import Claim, Claimed
 from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
 from chatlane.scripts.handback import Handback
 from chatlane.scripts.renew import Renew
+from chatlane.scripts.replication import Replication
 from chatlane.scripts.steps import Begun, Released, Step, Stopped
 from chatlane.scripts.sweep import Sweep
 
@@ -36,6 +37,7 @@ __all__ = [
     "Next",
     "Released",
     "Renew",
+    "Replication",
     "Step",
     "Stopped",
     "Sweep",

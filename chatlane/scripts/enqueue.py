@@ -10,6 +10,7 @@ from chatlane.errors import QueueFull
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.scripts.loader import register
+from chatlane.scripts.replication import Replication
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,10 @@ class Duplicate:
 
 
 class Enqueue:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, replication: Replication) -> None:
         self._script = register(redis, "enqueue")
         self._keys = keys
+        self._replication = replication
 
     async def __call__(
         self,
@@ -43,17 +45,21 @@ class Enqueue:
         job: DrainJob,
         webhook_url: str | None = None,
     ) -> Accepted | Duplicate:
-        """Raises QueueFull (nothing written) when the session already has ``max_waiting`` turns."""
+        """Raises QueueFull (nothing written) when the session already has ``max_waiting`` turns,
+        ReplicationTimeout when the turn (new or repeated) is on the primary but not yet on enough
+        replicas."""
         k, sk = self._keys, self._keys.session(session_id)
         # With no key the script never touches KEYS[4]; any key of the session's slot will do.
         idem = k.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
-        status, tid, queued, position, created_ms = await self._script(
+        (status, tid, queued, position, created_ms), acked = await self._replication.run(
+            self._script,
             keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
                   job.expires_ms, webhook_url or ""],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)
+        self._replication.require(acked, f"enqueue of turn {tid} in session {session_id!r}")
         if status == "dup":
             return Duplicate(str(tid))
         return Accepted(str(tid), int(position), int(created_ms), bool(queued))
