@@ -18,6 +18,11 @@ class TextTooLong(InvalidInput):
     http_status = 413
 
 
+class MetadataTooLarge(InvalidInput):
+    code = "metadata_too_large"
+    http_status = 413
+
+
 class TurnNotFound(ChatlaneError, LookupError):
     code = "turn_not_found"
     http_status = 404
@@ -65,6 +70,20 @@ class WaitTimeout(ChatlaneError, TimeoutError):
 class RedisUnavailable(ChatlaneError, ConnectionError):
     code = "redis_unavailable"
     http_status = 503
+
+
+class HistoryEntryUnreadable(ChatlaneError):
+    """A stored history entry is not a message chatlane can decode. It fails the turn that would
+    read it (its status says which entry and why); reading the history over HTTP reports it."""
+
+    code = "history_entry_unreadable"
+    http_status = 500
+
+    def __init__(self, index: int | None, reason: str) -> None:
+        where = "a history entry" if index is None else f"history entry {index}"
+        super().__init__(f"{where} cannot be decoded ({reason})")
+        self.index = index
+        self.reason = reason
 
 
 class LeaseLost(Exception):

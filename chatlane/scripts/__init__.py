@@ -11,6 +11,7 @@ from chatlane.scripts.claim import Claim, Claimed
 from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
 from chatlane.scripts.handback import Handback
 from chatlane.scripts.renew import Renew
+from chatlane.scripts.save_summary import SaveSummary
 from chatlane.scripts.steps import Begun, Released, Step, Stopped
 from chatlane.scripts.sweep import Sweep
 
@@ -30,6 +31,7 @@ __all__ = [
     "Next",
     "Released",
     "Renew",
+    "SaveSummary",
     "Step",
     "Stopped",
     "Sweep",

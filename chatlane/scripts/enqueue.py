@@ -41,15 +41,17 @@ class Enqueue:
         idempotency_key: str | None,
         max_waiting: int,
         job: DrainJob,
+        metadata: str = "",
     ) -> Accepted | Duplicate:
-        """Raises QueueFull (nothing written) when the session already has ``max_waiting`` turns."""
+        """Raises QueueFull (nothing written) when the session already has ``max_waiting`` turns.
+        ``metadata``: the turn's metadata as compact JSON (``validate_metadata``), or ""."""
         k, sk = self._keys, self._keys.session(session_id)
         # With no key the script never touches KEYS[4]; any key of the session's slot will do.
         idem = k.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
         status, tid, queued, position, created_ms = await self._script(
             keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
-                  job.expires_ms],
+                  job.expires_ms, metadata],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)

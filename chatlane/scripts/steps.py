@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatlane.errors import LeaseLost
@@ -16,6 +17,7 @@ class Begun:
     text: str
     attempt: int
     started_ms: int
+    metadata: dict[str, Any] = field(default_factory=dict)  # given at enqueue ({} if none)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ Step = Begun | Released | Stopped
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]))
+        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), json.loads(res[5]) if res[5] else {})
     if kind == "released":
         return Released()
     if kind == "stopped":
