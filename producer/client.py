@@ -7,17 +7,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect
-from chatlane.errors import IdempotencyConflict, RedisUnavailable, TurnNotFound, WaitTimeout
+from chatlane.errors import (
+    HistoryEntryUnreadable,
+    IdempotencyConflict,
+    RedisUnavailable,
+    TurnNotFound,
+    WaitTimeout,
+)
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
-from chatlane.messages import decode_messages, page_bounds
+from chatlane.messages import decode_entry, page_bounds
 from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
@@ -25,6 +31,7 @@ from chatlane.turns import (
     TurnState,
     TurnStatus,
     validate_idempotency_key,
+    validate_metadata,
     validate_session_id,
     validate_text,
     validate_turn_id,
@@ -43,7 +50,8 @@ class Enqueued:
 class HistoryPage:
     start: int  # index of the first message in the session history
     total: int  # messages in the whole history
-    messages: list[BaseMessage]
+    # oldest first; an entry that cannot be decoded is there as the error that says why
+    messages: list[BaseMessage | HistoryEntryUnreadable]
 
 
 class ChatProducer:
@@ -84,42 +92,55 @@ class ChatProducer:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    async def enqueue(self, session_id: str, text: str, idempotency_key: str | None = None) -> TurnStatus:
-        return (await self.submit(session_id, text, idempotency_key)).status
+    async def enqueue(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> TurnStatus:
+        """Enqueue a turn. ``metadata``: a JSON object of at most 4 KiB encoded, kept on the turn
+        (``TurnStatus.metadata``) and handed to the worker's handler."""
+        return (await self.submit(session_id, text, idempotency_key=idempotency_key, metadata=metadata)).status
 
-    async def submit(self, session_id: str, text: str, idempotency_key: str | None = None) -> Enqueued:
+    async def submit(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Enqueued:
         """Enqueue a turn; also says whether it is new or an idempotent repeat."""
         validate_session_id(session_id)
         validate_text(text, self.settings.max_text_chars)
         validate_idempotency_key(idempotency_key)
+        encoded_metadata = validate_metadata(metadata)
         turn_id = uuid.uuid4().hex
         job = DrainJob.new(session_id)
 
-        async def run() -> Accepted | Duplicate:
-            call = self._enqueue(
+        def call() -> Awaitable[Accepted | Duplicate]:
+            return self._enqueue(
                 session_id=session_id,
                 turn_id=turn_id,
                 text=text,
                 idempotency_key=idempotency_key,
                 max_waiting=self.settings.max_queued_per_session,
                 job=job,
+                metadata=encoded_metadata,
             )
+
+        async def run() -> Accepted | Duplicate:
             try:
-                return await call
+                return await call()
             except redis_errors.ConnectionError:
                 # The script may have run before the connection broke. Retrying with the same
                 # turn id is safe: the script answers "dup" if the turn record exists. Not
                 # after a timeout: Redis is not answering, and a second wait is not failing fast
                 # (the caller retries with its idempotency key to stay exactly-once).
                 await asyncio.sleep(0.1)
-                return await self._enqueue(
-                    session_id=session_id,
-                    turn_id=turn_id,
-                    text=text,
-                    idempotency_key=idempotency_key,
-                    max_waiting=self.settings.max_queued_per_session,
-                    job=job,
-                )
+                return await call()
 
         res = await self._call(run)
         if isinstance(res, Duplicate):
@@ -130,9 +151,10 @@ class ChatProducer:
             return Enqueued(existing, created=res.turn_id == turn_id)
         st = TurnStatus.from_record(
             res.turn_id,
-            {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms)},
+            {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms),
+             "metadata": encoded_metadata},
             res.position,
-        )
+        )  # fmt: skip
         return Enqueued(st, created=True)
 
     async def cancel(self, turn_id: str, reason: str = "cancelled by the client") -> TurnStatus:
@@ -216,8 +238,14 @@ class ChatProducer:
         return [StreamEvent.parse(i, f) for _, entries in res for i, f in entries]
 
     async def history(self, session_id: str) -> list[BaseMessage]:
-        """The whole stored history of a session, oldest first."""
-        return (await self.history_page(session_id, limit=None)).messages
+        """The whole stored history of a session, oldest first. Raises HistoryEntryUnreadable if an
+        entry cannot be decoded (``history_page`` returns the others, and that error in its place)."""
+        messages: list[BaseMessage] = []
+        for m in (await self.history_page(session_id, limit=None)).messages:
+            if isinstance(m, HistoryEntryUnreadable):
+                raise m
+            messages.append(m)
+        return messages
 
     async def history_page(self, session_id: str, limit: int | None, before: int | None = None) -> HistoryPage:
         """Up to ``limit`` messages that precede index ``before`` (default: the newest), oldest first.
@@ -229,7 +257,7 @@ class ChatProducer:
             total: int = await self.redis.llen(key)  # type: ignore[misc]
             start, end = page_bounds(total, limit, before)
             raw: list[str] = await self.redis.lrange(key, start, end - 1) if end > start else []  # type: ignore[misc]
-            return HistoryPage(start, total, decode_messages(raw))
+            return HistoryPage(start, total, [_decoded(entry, start + i) for i, entry in enumerate(raw)])
 
         return await self._call(read)
 
@@ -245,3 +273,10 @@ class ChatProducer:
         """
         since_ms = int((time.time() - within_s) * 1000)
         return await self._call(lambda: self.redis.zcount(self.keys.workers, since_ms, "+inf"))
+
+
+def _decoded(raw: str, index: int) -> BaseMessage | HistoryEntryUnreadable:
+    try:
+        return decode_entry(raw, index)
+    except HistoryEntryUnreadable as e:
+        return e
