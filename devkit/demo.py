@@ -15,15 +15,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Protocol
 
 from devkit.check import Report, check
 from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import redis_for_demo
 from producer import ChatProducer, Settings, TurnStatus
 
-Enqueue = Callable[[str, str, str | None], Awaitable[TurnStatus]]
+
+class Enqueue(Protocol):
+    """``ChatProducer.enqueue`` or ``HttpChatClient.enqueue``."""
+
+    def __call__(self, session_id: str, text: str, *, idempotency_key: str | None = None) -> Awaitable[TurnStatus]: ...
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +74,7 @@ class Demo:
                 # The lock makes "the order we recorded" the order Redis accepted.
                 async with locks[s]:
                     n = len(self.sent[s])
-                    st = await enqueue(s, f"{s} message {n}", f"{s}-{n}")
+                    st = await enqueue(s, f"{s} message {n}", idempotency_key=f"{s}-{n}")
                     self.sent[s].append(st.turn_id)
                 await asyncio.sleep(random.random() * 0.004)
 

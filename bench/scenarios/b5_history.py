@@ -36,8 +36,7 @@ def filler(n: int) -> list[str]:
     out: list[str] = []
     for _ in range(n // 2):
         tid = uuid.uuid4().hex
-        user, ai = turn_messages(tid, "u" * USER_CHARS, AIMessage("a" * AI_CHARS))
-        out += [encode_message(user), encode_message(ai)]
+        out += [encode_message(m) for m in turn_messages(tid, "u" * USER_CHARS, [AIMessage("a" * AI_CHARS)])]
     return out
 
 
