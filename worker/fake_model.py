@@ -114,7 +114,7 @@ class FakeChatModel(BaseChatModel):
                     break
                 r -= rate
         # Tools are called in answer to the user message itself, not after their results are in.
-        calls = _tool_directives(text) if messages and messages[-1].type == "human" else []
+        calls = tool_directives(text) if messages and messages[-1].type == "human" else []
         shape = "empty" if "!empty" in text else "blocks" if "!blocks" in text else "text"
         return Plan(self.reply_for(messages), delay, fault, calls, shape)
 
@@ -176,6 +176,7 @@ class FakeChatModel(BaseChatModel):
             return
         line = {
             "turn_id": turn_id,
+            "first": messages[0].text[:40] if messages else "",
             "types": [m.type for m in messages],
             "tokens": [count_tokens_approximately([m]) for m in messages],
             "tool_call_ids": [[c["id"] for c in m.tool_calls] if isinstance(m, AIMessage) else None for m in messages],
@@ -210,8 +211,9 @@ class FakeChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
 
-def _tool_directives(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """``!tool=NAME:{...}`` directives in order; the JSON object may contain spaces."""
+def tool_directives(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``!tool=NAME:{...}`` directives in order; the JSON object may contain spaces (devkit's
+    OpenAI stub reads them too)."""
     calls: list[tuple[str, dict[str, Any]]] = []
     for m in _TOOL.finditer(text):
         try:

@@ -62,7 +62,8 @@ def adapt(obj: object, where: str, settings: Settings, *, factory_ok: bool = Tru
         return ChatModelHandler(model, settings.system_prompt)
     if isinstance(obj, Pregel):
         if "messages" not in obj.channels:
-            raise HandlerError(f"{where}: the graph's state has no `messages` key (channels: {sorted(obj.channels)})")
+            state = sorted(c for c in obj.channels if not c.startswith(("__", "branch:")))
+            raise HandlerError(f"{where}: the graph's state has no `messages` key (it has {state})")
         if obj.checkpointer:
             log.warning(
                 "%s: the graph has a checkpointer; chatlane keeps the history itself, so it is not needed", where
