@@ -24,4 +24,9 @@ def build_model(settings: Settings) -> BaseChatModel:
     # Retries are ours (counted per turn, visible in its status), so the client makes none.
     model = init_chat_model(settings.model, timeout=settings.model_timeout_s, max_retries=0)
     assert isinstance(model, BaseChatModel)
+    if hasattr(model, "stream_chunk_timeout"):
+        # langchain-openai bounds the wait for each streamed chunk (120 s) with an asyncio.wait_for,
+        # a task per chunk: ~10 % of a worker's CPU per turn (bench B9). The drain already bounds
+        # each attempt as a whole (CHATLANE_MODEL_TIMEOUT_S) and cancels it on a lost lease.
+        model.stream_chunk_timeout = None
     return preserialize(model) if settings.openai_preserialize else model

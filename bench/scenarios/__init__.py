@@ -15,6 +15,7 @@ from bench.scenarios import (
     b6_memory,
     b7_cpu,
     b8_naive,
+    b9_openai_cpu,
 )
 
 
@@ -37,4 +38,5 @@ SCENARIOS: list[Scenario] = [
     b6_memory,
     b7_cpu,
     b8_naive,
+    b9_openai_cpu,
 ]
