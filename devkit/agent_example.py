@@ -17,6 +17,9 @@ from langchain_core.tools import tool
 from chatlane.settings import get_settings
 from worker.llm import build_model
 
+# What CHATLANE_HANDLER names to run this agent.
+HANDLER = "devkit.agent_example:make_agent"
+
 GLOSSARY = {
     "lease": "the right to serve a session, held by one worker at a time and renewed while it works",
     "fence": "the lease token every write checks, so a worker that lost its lease cannot write",

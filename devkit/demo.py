@@ -25,12 +25,13 @@ from typing import Protocol
 
 from langchain_core.messages import AIMessage, ToolMessage
 
+from devkit.agent_example import HANDLER
 from devkit.check import Report, check
 from devkit.processes import WorkerProcess, worker_env
 from devkit.redis_server import redis_for_demo
 from producer import ChatProducer, Settings, TurnStatus
 
-AGENT = "devkit.agent_example:make_agent"
+AGENT = HANDLER
 
 
 class Enqueue(Protocol):
