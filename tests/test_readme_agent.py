@@ -16,7 +16,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def example() -> str:
-    section = re.search(r"<!-- byo-agent:begin -->\n```python\n(.*?)```\n<!-- byo-agent:end -->", README.read_text(), re.S)
+    section = re.search(
+        r"<!-- byo-agent:begin -->\n```python\n(.*?)```\n<!-- byo-agent:end -->", README.read_text(), re.S
+    )
     assert section, "README.md lacks the byo-agent example"
     return section.group(1)
 
