@@ -112,11 +112,12 @@ class SessionRunner:
         """Generate (with retries) until the turn completes or is out of attempts: how it ends,
         and the history entries it writes."""
         s = self.rt.settings
+        self._generating = turn  # a summary refresh is part of the attempt (and its evidence)
         try:
             window = await history.window_for(lease, self.session_id, turn.turn_id)
         except HistoryEntryUnreadable as e:
             # Every attempt would read the same entry: fail now, with what is wrong and where.
-            self._ended = lease.attempt_end(turn)
+            self._ended, self._generating = lease.attempt_end(turn), None
             log.warning("turn %s failed: %s", turn.turn_id, e)
             return Finish(turn.turn_id, False, f"{e.code}: {e}"), []
         while True:
