@@ -27,7 +27,8 @@ async def test_agent_turn_over_http(fleet: Fleet) -> None:
             assert st.metadata == {"user": "ann"}
             events = [ev async for ev in client.events(st.turn_id)]
             done = await client.status(st.turn_id)
-        page = httpx.get(f"{api.base_url}/v1/sessions/{s}/messages").json()
+            async with httpx.AsyncClient(base_url=api.base_url) as http:
+                page = (await http.get(f"/v1/sessions/{s}/messages")).json()
     assert done.state is TurnState.completed and done.metadata == {"user": "ann"}
     tools = [json.loads(ev.data) for ev in events if ev.event == "tool"]
     call_id = tools[0]["call_id"]
