@@ -8,15 +8,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from langchain_core.language_models import BaseChatModel
-from langgraph.pregel import Pregel
 
 from chatlane.settings import Settings
 from worker.handlers import ChatModelHandler, GeneratorHandler, GraphHandler, TurnHandler
 from worker.llm import build_model
 from worker.openai_fast import preserialize
+
+if TYPE_CHECKING:
+    from langgraph.pregel import Pregel
 
 log = logging.getLogger("chatlane.worker")
 
@@ -60,7 +63,7 @@ def adapt(obj: object, where: str, settings: Settings, *, factory_ok: bool = Tru
     if isinstance(obj, BaseChatModel):
         model = preserialize(obj) if settings.openai_preserialize else obj
         return ChatModelHandler(model, settings.system_prompt)
-    if isinstance(obj, Pregel):
+    if _is_graph(obj):
         if "messages" not in obj.channels:
             state = sorted(c for c in obj.channels if not c.startswith(("__", "branch:")))
             raise HandlerError(f"{where}: the graph's state has no `messages` key (it has {state})")
@@ -78,6 +81,16 @@ def adapt(obj: object, where: str, settings: Settings, *, factory_ok: bool = Tru
             raise HandlerError(f"{where}: the factory raised {type(e).__name__}: {_one_line(e)}") from None
         return adapt(made, f"{where} (the factory's result)", settings, factory_ok=False)
     raise HandlerError(f"{where}: expected {EXPECTED}; got {_describe(obj)}")
+
+
+def _is_graph(obj: object) -> TypeGuard[Pregel[Any, Any, Any, Any]]:
+    """A compiled LangGraph graph. langgraph is loaded only if one was built: a worker without one
+    does not pay for importing it (~0.2 s of start-up)."""
+    if "langgraph.pregel" not in sys.modules:
+        return False
+    from langgraph.pregel import Pregel
+
+    return isinstance(obj, Pregel)
 
 
 def _takes_no_arguments(fn: Any) -> bool:

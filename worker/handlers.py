@@ -6,16 +6,18 @@ the turn's token stream as it comes and returns the messages the turn adds, in o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, RemoveMessage, SystemMessage
 from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.messages.utils import message_chunk_to_message
-from langgraph.pregel import Pregel
-from langgraph.types import Command
 
 from worker.turn import Emitter, ToolEvents, Turn
+
+if TYPE_CHECKING:
+    # Loaded by whoever built the graph (see handler_loader._is_graph).
+    from langgraph.pregel import Pregel
 
 HandlerFunction = Callable[[Turn], AsyncIterator[Any]]
 
@@ -100,6 +102,8 @@ class GraphHandler:
 
 def _messages_in(update: Any) -> list[BaseMessage]:
     """The messages of one node's update: a state dict, a Command, or a list of them."""
+    from langgraph.types import Command
+
     if isinstance(update, list | tuple):
         return [m for u in update for m in _messages_in(u)]
     if isinstance(update, Command):
