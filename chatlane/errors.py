@@ -28,6 +28,11 @@ class WebhookNotAllowed(InvalidInput):
     http_status = 422
 
 
+class MetadataTooLarge(InvalidInput):
+    code = "metadata_too_large"
+    http_status = 413
+
+
 class TurnNotFound(ChatlaneError, LookupError):
     code = "turn_not_found"
     http_status = 404
@@ -105,6 +110,20 @@ class CommitNotReplicated(ReplicationTimeout):
         super().__init__(f"commit of turn {turn_id}", acked, wanted, timeout_ms)
         self.turn_id = turn_id
         self.step = step
+
+
+class HistoryEntryUnreadable(ChatlaneError):
+    """A stored history entry is not a message chatlane can decode. It fails the turn that would
+    read it (its status says which entry and why); reading the history over HTTP reports it."""
+
+    code = "history_entry_unreadable"
+    http_status = 500
+
+    def __init__(self, index: int | None, reason: str) -> None:
+        where = "a history entry" if index is None else f"history entry {index}"
+        super().__init__(f"{where} cannot be decoded ({reason})")
+        self.index = index
+        self.reason = reason
 
 
 class LeaseLost(Exception):

@@ -20,6 +20,7 @@ class SessionKeys:
     lease: str  # STRING holder token, PX ttl
     fence: str  # counter, bumped by every claim
     drain_job: str  # STRING id of the arq drain job queued for this session, if any
+    summary: str  # HASH upto, text: summary of history[0:upto] (history strategy "summarize")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Keys:
             lease=f"{base}:lease",
             fence=f"{base}:fence",
             drain_job=f"{base}:drain",
+            summary=f"{base}:summary",
         )
 
     def budget(self, model: str) -> BudgetKeys:

@@ -1,38 +1,80 @@
-"""History codec: one JSON object per message, in the ``messages_to_dict`` shape.
+"""History codec: one JSON object per message, ``{"type", "data"}`` as ``messages_to_dict`` writes it.
 
-Empty fields are dropped (``messages_from_dict`` restores their defaults) so a stored
-message costs little more than its text. Each message's ``id`` is ``<turn_id>:user`` or
-``<turn_id>:ai``, which ties history entries back to the turn that wrote them.
+Every LangChain message type round-trips: human, AI (with ``tool_calls``, ``invalid_tool_calls``,
+``usage_metadata``, ``additional_kwargs``), tool (``tool_call_id``, ``status``, ``artifact``), system;
+content as a string or a list of blocks, empty content, any unicode. Fields equal to their defaults
+are left out (``messages_from_dict`` restores them), so a stored chat message costs little more
+than its text. Two things are not stored: ``response_metadata`` (the provider's model name,
+finish reason, fingerprint...) and the message's own ``id``, which chatlane replaces with
+``<turn_id>:user`` for the turn's user message and ``<turn_id>:<n>`` (n = 1, 2, ...) for the
+messages the turn added: the id ties every entry to the turn that wrote it (``:ai`` in entries
+written before turns could add several messages).
+
+``content`` is always stored, even empty: an entry without it cannot be decoded (it once wedged
+a session whose model returned an empty reply). Such legacy entries decode with empty content.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messages_from_dict
+from langchain_core.messages.utils import message_chunk_to_message
 
-_DROP = {"additional_kwargs", "response_metadata", "type"}
+from chatlane.errors import HistoryEntryUnreadable
+
+_NOT_STORED = {"response_metadata", "id", "type"}
+USER_SUFFIX = ":user"
 
 
 def encode_message(msg: BaseMessage) -> str:
-    d = message_to_dict(msg)
-    data = {k: v for k, v in d["data"].items() if v not in (None, {}, [], "") and k not in _DROP}
-    return json.dumps({"type": d["type"], "data": data}, separators=(",", ":"), ensure_ascii=False)
+    data = msg.model_dump(exclude=_NOT_STORED, exclude_defaults=True)
+    data["content"] = msg.content  # no default, but say it: an entry must always carry it
+    if msg.id:
+        data["id"] = msg.id
+    return json.dumps({"type": msg.type, "data": data}, separators=(",", ":"), ensure_ascii=False)
 
 
-def decode_messages(raw: Iterable[str | bytes]) -> list[BaseMessage]:
-    return messages_from_dict([json.loads(r) for r in raw])
+def decode_entry(raw: str | bytes, index: int | None = None) -> BaseMessage:
+    """One stored entry; raises HistoryEntryUnreadable (saying which and why) if it is not a message."""
+    try:
+        obj: Any = json.loads(raw)
+        obj["data"].setdefault("content", "")
+        (msg,) = messages_from_dict([obj])
+    except Exception as e:  # JSON, shape, unknown type, validation: all mean "not a message"
+        raise HistoryEntryUnreadable(index, f"{type(e).__name__}: {_first_line(e)}") from e
+    return msg
 
 
-def turn_messages(turn_id: str, text: str, reply: AIMessage) -> tuple[HumanMessage, AIMessage]:
-    """The two history entries a completed turn adds."""
-    ai = AIMessage(content=reply.content, id=f"{turn_id}:ai", usage_metadata=reply.usage_metadata)
-    return HumanMessage(content=text, id=f"{turn_id}:user"), ai
+def decode_messages(raw: Iterable[str | bytes], start: int | None = None) -> list[BaseMessage]:
+    """Entries in order; ``start`` is the first one's index in the history (for error messages)."""
+    return [decode_entry(r, None if start is None else start + i) for i, r in enumerate(raw)]
+
+
+def turn_messages(turn_id: str, text: str, added: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The history entries a completed turn writes: its user message, then what it added, in order,
+    with chatlane's ids. Streaming chunks become plain messages."""
+    out: list[BaseMessage] = [HumanMessage(content=text, id=f"{turn_id}{USER_SUFFIX}")]
+    for n, m in enumerate(added, 1):
+        msg = message_chunk_to_message(m)
+        out.append(msg.model_copy(update={"id": f"{turn_id}:{n}", "response_metadata": {}}))
+    return out
+
+
+def reply_text(added: Sequence[BaseMessage]) -> str:
+    """What a turn's status shows as its reply: the text of the last AI message it added."""
+    return next((m.text for m in reversed(added) if isinstance(m, AIMessage)), "")
 
 
 def turn_id_of(msg: BaseMessage) -> str | None:
     return msg.id.rsplit(":", 1)[0] if msg.id else None
+
+
+def is_turn_start(msg: BaseMessage) -> bool:
+    """Whether ``msg`` opens a turn's group of entries (its user message)."""
+    return bool(msg.id and msg.id.endswith(USER_SUFFIX))
 
 
 def page_bounds(total: int, limit: int | None, before: int | None) -> tuple[int, int]:
@@ -41,3 +83,7 @@ def page_bounds(total: int, limit: int | None, before: int | None) -> tuple[int,
     end = total if before is None else max(0, min(before, total))
     start = 0 if limit is None else max(0, end - limit)
     return start, end
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]

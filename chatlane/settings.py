@@ -8,6 +8,7 @@ Nothing here is read at import time: ``get_settings()`` reads the environment on
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,10 +65,23 @@ def parse_addresses(value: str) -> list[tuple[str, int]]:
 
 
 class ModelConfig(BaseModel):
+    # What runs a turn: "package.module:attr" naming a chat model, a compiled LangGraph graph with a
+    # `messages` state (create_agent), an async generator function handle(turn), or a zero-argument
+    # factory of one (called once per worker process). Unset: the chat model named by `model`.
+    handler: str | None = None
     # "fake" (offline, deterministic) or any init_chat_model string, e.g. "openai:gpt-4o-mini"
     model: str = "fake"
+    # Prepended to the history when the handler is a chat model (an agent has its own).
     system_prompt: str = "You are a helpful assistant."
     history_max_tokens: int = Field(4000, ge=1)
+    # "trim": the window is the newest whole turns that fit history_max_tokens. "summarize": also
+    # feed a summary of what no longer fits, written by the model (CHATLANE_MODEL, or the handler
+    # when it is a chat model) and refreshed once this many messages have left the window since.
+    history_strategy: Literal["trim", "summarize"] = "trim"
+    summary_refresh_messages: int = Field(20, ge=1)
+    # OpenAI-compatible chat models hand the SDK their messages already serialized (extra_body), so
+    # it does not walk them again: ~80 % of a worker's CPU at a full window (bench B9). Off: plain SDK.
+    openai_preserialize: bool = True
     model_timeout_s: float = Field(120.0, gt=0)
     # per-turn retries of a failing generation
     max_attempts: int = Field(3, ge=1)
@@ -88,6 +102,9 @@ class FaultConfig(BaseModel):
     # Benchmarks: append "<first user message>\t<start>\t<end>" (epoch s) per generation to this
     # file, so the handoff between a session's turns is measured at the model (bench B8).
     fake_span_log: str | None = None
+    # Tests: append one JSON line per request the fake model answers (turn id, attempt, message
+    # types and approximate tokens), so a test can see what each request held.
+    fake_request_log: str | None = None
     # A broken build for mutation tests: lease holders keep generating after losing the lease.
     fault_ignore_lease_loss: bool = False
 

@@ -1,8 +1,12 @@
 """Checks every accepted turn against chatlane's guarantees, from what Redis holds.
 
 Given the turn ids each session was sent, in enqueue order, it verifies: each turn ended
-(G3), completed ones are in the history exactly once as user+AI pairs and failed ones not at
-all (G3), history order is enqueue order (G2), and no two generation attempts of a session overlap
+(G3), completed ones are in the history exactly once, whole (their user message, then every
+message the turn added: as many entries as the commit recorded on the turn, ``entries``) and
+failed ones not at all (G3), every tool-call group is well formed (an AI message's tool calls
+answered right after it, each exactly once, and the turn ending with an AI message: user ->
+AI(tool_calls) -> tool results -> AI answer), history order is enqueue order (G2), and no two
+generation attempts of a session overlap
 in time (G1): every attempt, committed or not, as the turn records keep them (``a<n>s`` when it
 began, ``a<n>e`` an upper bound of when it stopped; see chatlane/lua/record_attempt.lua), so an
 ousted holder that kept generating while the next holder ran is caught. An attempt whose end was
@@ -16,7 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from chatlane.messages import turn_id_of
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+from chatlane.errors import HistoryEntryUnreadable
+from chatlane.messages import is_turn_start, turn_id_of
 from producer import ChatProducer, TurnNotFound, TurnState, TurnStatus
 
 
@@ -31,6 +38,9 @@ class Report:
     lost: int = 0
     duplicated: int = 0
     out_of_order: int = 0
+    partial: int = 0  # turns in the history with fewer or more entries than their commit wrote
+    malformed_tool_groups: int = 0  # tool calls not answered right after them, or answered twice
+    tool_calls: int = 0  # tool calls in the checked histories (all answered, unless malformed)
     overlapping: int = 0
     unrecorded_ends: int = 0  # attempts whose worker died before it could record their end
     # Overlaps by attempts the caller names as excused: those of a process it paused (SIGSTOP),
@@ -43,19 +53,31 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.out_of_order or self.overlapping or self.unfinished)
+        return not (
+            self.lost or self.duplicated or self.out_of_order or self.overlapping or self.unfinished or self.partial
+            or self.malformed_tool_groups
+        )  # fmt: skip
 
     def rows(self) -> list[tuple[str, int]]:
         return [
             ("sessions", self.sessions), ("turns accepted", self.accepted), ("completed", self.completed),
             ("failed", self.failed), ("cancelled", self.cancelled), ("unfinished", self.unfinished),
             ("lost", self.lost), ("duplicated", self.duplicated), ("out of order", self.out_of_order),
-            ("overlapping in a session", self.overlapping), ("peak sessions generating at once", self.max_concurrency),
+            ("half turns", self.partial), ("malformed tool-call groups", self.malformed_tool_groups),
+            ("tool calls in history", self.tool_calls), ("overlapping in a session", self.overlapping),
+            ("peak sessions generating at once", self.max_concurrency),
         ]  # fmt: skip
 
 
-async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set[str] | None = None) -> Report:
-    """``excused``: attempts ("<turn id>#<attempt>") whose overlaps are expected (paused processes)."""
+async def check(
+    producer: ChatProducer,
+    sent: dict[str, list[str]],
+    excused: set[str] | None = None,
+    *,
+    open_tool_calls: bool = False,
+) -> Report:
+    """``excused``: attempts ("<turn id>#<attempt>") whose overlaps are expected (paused processes).
+    ``open_tool_calls``: a turn may end with unanswered tool calls (a handler that returns them)."""
     r = Report(sessions=len(sent))
     intervals: list[tuple[datetime, datetime, str]] = []
     for session_id, turn_ids in sent.items():
@@ -82,17 +104,26 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
                 r.unfinished += 1
                 r.violations.append(f"{session_id}: turn {tid} still {st.state.value}")
 
-        history = await producer.history(session_id)
-        ids = [turn_id_of(m) for m in history]
-        pairs = ids[0::2]
-        for i, m in enumerate(history):
-            want = "human" if i % 2 == 0 else "ai"
-            if m.type != want or (i % 2 == 1 and ids[i] != ids[i - 1]):
-                r.violations.append(f"{session_id}: history entry {i} breaks the user/AI pairing")
-                r.out_of_order += 1
-                break
-        counts = Counter(pairs)
+        records = await _records(producer, [st.turn_id for st in statuses])
+        try:
+            history = await producer.history(session_id)
+        except HistoryEntryUnreadable as e:
+            r.violations.append(f"{session_id}: {e}")
+            r.lost += 1
+            continue
+        runs = _runs(history)
+        counts = Counter(t for t, _ in runs)
         r.duplicated += sum(c - 1 for c in counts.values() if c > 1)
+        for t, group in runs:
+            problem = _group_problem(group, records.get(t or ""), open_tool_calls)
+            r.tool_calls += sum(len(m.tool_calls) for m in group if isinstance(m, AIMessage))
+            if problem is None:
+                continue
+            r.violations.append(f"{session_id}: turn {t}: {problem}")
+            if problem.startswith("tool"):
+                r.malformed_tool_groups += 1
+            else:
+                r.partial += 1
         expected = [st.turn_id for st in statuses if st.state is TurnState.completed]
         missing = [t for t in expected if t not in counts]
         r.lost += len(missing)
@@ -102,12 +133,12 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
         if extra:
             r.violations.append(f"{session_id}: history holds turns that did not complete: {extra}")
             r.duplicated += len(extra)
-        dedup = list(dict.fromkeys(pairs))
+        dedup = list(dict.fromkeys(t for t, _ in runs))
         if [t for t in dedup if t in set(expected)] != [t for t in expected if t in counts]:
             r.out_of_order += 1
             r.violations.append(f"{session_id}: history order differs from enqueue order")
 
-        spans = await _attempt_spans(producer, [st.turn_id for st in statuses])
+        spans = _attempt_spans(records)
         r.unrecorded_ends += sum(1 for _, end, _ in spans if end is None)
         # The latest end seen so far (and whose), apart for excused attempts.
         latest: dict[bool, tuple[int, str]] = {}
@@ -132,20 +163,63 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
     return r
 
 
-async def _attempt_spans(producer: ChatProducer, turn_ids: list[str]) -> list[tuple[int, int | None, str]]:
-    """(start ms, end ms or None, "<turn>#<attempt>") of every recorded generation attempt."""
+async def _records(producer: ChatProducer, turn_ids: list[str]) -> dict[str, dict[str, str]]:
     async with producer.redis.pipeline(transaction=False) as pipe:
         for tid in turn_ids:
             pipe.hgetall(producer.keys.turn(tid))
         records: list[dict[str, str]] = await pipe.execute()
+    return dict(zip(turn_ids, records, strict=True))
+
+
+def _attempt_spans(records: dict[str, dict[str, str]]) -> list[tuple[int, int | None, str]]:
+    """(start ms, end ms or None, "<turn>#<attempt>") of every recorded generation attempt."""
     spans: list[tuple[int, int | None, str]] = []
-    for tid, rec in zip(turn_ids, records, strict=True):
+    for tid, rec in records.items():
         for n in range(1, int(rec.get("attempts", 0)) + 1):
             start = rec.get(f"a{n}s")
             if start is not None:
                 end = rec.get(f"a{n}e")
                 spans.append((int(start), int(end) if end is not None else None, f"{tid}#{n}"))
     return spans
+
+
+def _runs(history: list[BaseMessage]) -> list[tuple[str | None, list[BaseMessage]]]:
+    """The history as consecutive runs of one turn's entries."""
+    runs: list[tuple[str | None, list[BaseMessage]]] = []
+    for m in history:
+        t = turn_id_of(m)
+        if runs and runs[-1][0] == t and not is_turn_start(m):
+            runs[-1][1].append(m)
+        else:
+            runs.append((t, [m]))
+    return runs
+
+
+def _group_problem(group: list[BaseMessage], record: dict[str, str] | None, open_tool_calls: bool) -> str | None:
+    """What is wrong with one turn's entries, or None. Problems with tool calls start with "tool"."""
+    if not is_turn_start(group[0]) or group[0].type != "human":
+        return "its entries do not start with its user message"
+    written = (record or {}).get("entries")
+    if written is not None and len(group) != int(written):
+        return f"{len(group)} entries in the history, but its commit wrote {written} (a half turn)"
+    if len(group) < 2:
+        return "its user message has nothing after it"
+    open_calls: set[str] = set()
+    answered: set[str] = set()
+    for m in group[1:]:
+        if isinstance(m, ToolMessage):
+            if m.tool_call_id not in open_calls or m.tool_call_id in answered:
+                return f"tool result {m.tool_call_id!r} answers no call right before it (or answers it twice)"
+            answered.add(m.tool_call_id)
+            continue
+        if open_calls - answered:
+            return f"tool calls {sorted(open_calls - answered)} are not answered right after them"
+        open_calls, answered = ({c["id"] or "" for c in m.tool_calls} if isinstance(m, AIMessage) else set()), set()
+    if open_calls - answered and not open_tool_calls:
+        return f"tool calls {sorted(open_calls - answered)} end the turn unanswered"
+    if not isinstance(group[-1], AIMessage) and not (open_tool_calls and open_calls):
+        return "tool results end the turn: no answer after them"
+    return None
 
 
 def _concurrency(intervals: list[tuple[datetime, datetime, str]]) -> tuple[int, int]:

@@ -116,7 +116,7 @@ async def enqueue_until_acked(
     failures = 0
     while True:
         try:
-            return (await producer.enqueue(session, text, idempotency_key)), failures
+            return (await producer.enqueue(session, text, idempotency_key=idempotency_key)), failures
         except (RedisUnavailable, ReplicationTimeout):
             failures += 1
             if time.monotonic() > deadline:

@@ -75,10 +75,19 @@ class HttpChatClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def enqueue(self, session_id: str, text: str, idempotency_key: str | None = None) -> TurnStatus:
+    async def enqueue(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> TurnStatus:
         body: dict[str, Any] = {"text": text}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        if metadata is not None:
+            body["metadata"] = metadata
         resp = await self._http.post(f"/v1/sessions/{session_id}/turns", json=body)
         return TurnStatus.model_validate_json(_checked(resp).content)
 

@@ -50,7 +50,8 @@ _DESCRIPTIONS = {
     404: "unknown turn (or expired after it ended), or unknown route",
     409: "the idempotency key already names a turn with a different text (`idempotency_conflict`), "
     "or the turn is not queued and cannot be cancelled (`turn_not_cancellable`)",
-    413: "body larger than the cap (`body_too_large`) or text longer than CHATLANE_MAX_TEXT_CHARS (`text_too_long`)",
+    413: "body larger than the cap (`body_too_large`), text longer than CHATLANE_MAX_TEXT_CHARS (`text_too_long`), "
+    "or metadata over 4 KiB as JSON (`metadata_too_large`)",
     422: "invalid input (`invalid_input`): see `detail`; a webhook URL whose host is not allowed "
     "(`webhook_not_allowed`)",
     429: "the session already has CHATLANE_MAX_QUEUED_PER_SESSION waiting turns (`session_queue_full`)",

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage
 from redis import exceptions as redis_errors
@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect, where
 from chatlane.errors import (
+    HistoryEntryUnreadable,
     IdempotencyConflict,
     RedisUnavailable,
     ReplicationTimeout,
@@ -25,7 +26,7 @@ from chatlane.errors import (
 )
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
-from chatlane.messages import decode_messages, page_bounds
+from chatlane.messages import decode_entry, page_bounds
 from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue, Replication
 from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
@@ -35,6 +36,7 @@ from chatlane.turns import (
     TurnStatus,
     WebhookLog,
     validate_idempotency_key,
+    validate_metadata,
     validate_session_id,
     validate_text,
     validate_turn_id,
@@ -54,7 +56,8 @@ class Enqueued:
 class HistoryPage:
     start: int  # index of the first message in the session history
     total: int  # messages in the whole history
-    messages: list[BaseMessage]
+    # oldest first; an entry that cannot be decoded is there as the error that says why
+    messages: list[BaseMessage | HistoryEntryUnreadable]
 
 
 class ChatProducer:
@@ -103,18 +106,36 @@ class ChatProducer:
     # -- enqueue ---------------------------------------------------------------------------
 
     async def enqueue(
-        self, session_id: str, text: str, idempotency_key: str | None = None, *, webhook_url: str | None = None
+        self,
+        session_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook_url: str | None = None,
     ) -> TurnStatus:
-        return (await self.submit(session_id, text, idempotency_key, webhook_url=webhook_url)).status
+        """Enqueue a turn. ``metadata``: a JSON object of at most 4 KiB encoded, kept on the turn
+        (``TurnStatus.metadata``) and handed to the worker's handler. ``webhook_url`` (default
+        CHATLANE_WEBHOOK_URL) is called back when the turn ends."""
+        enq = await self.submit(
+            session_id, text, idempotency_key=idempotency_key, metadata=metadata, webhook_url=webhook_url
+        )
+        return enq.status
 
     async def submit(
-        self, session_id: str, text: str, idempotency_key: str | None = None, *, webhook_url: str | None = None
+        self,
+        session_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook_url: str | None = None,
     ) -> Enqueued:
-        """Enqueue a turn; also says whether it is new or an idempotent repeat. ``webhook_url``
-        (default CHATLANE_WEBHOOK_URL) is called back when the turn ends."""
+        """Enqueue a turn; also says whether it is new or an idempotent repeat."""
         validate_session_id(session_id)
         validate_text(text, self.settings.max_text_chars)
         validate_idempotency_key(idempotency_key)
+        encoded_metadata = validate_metadata(metadata)
         hook = self._webhook(webhook_url)
         turn_id = uuid.uuid4().hex
         enqueue = functools.partial(
@@ -125,6 +146,7 @@ class ChatProducer:
             idempotency_key=idempotency_key,
             max_waiting=self.settings.max_queued_per_session,
             job=DrainJob.new(session_id),
+            metadata=encoded_metadata,
             webhook_url=hook,
         )
 
@@ -148,9 +170,10 @@ class ChatProducer:
             return Enqueued(existing, created=res.turn_id == turn_id)
         st = TurnStatus.from_record(
             res.turn_id,
-            {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms)},
+            {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms),
+             "metadata": encoded_metadata},
             res.position,
-        )
+        )  # fmt: skip
         return Enqueued(st, created=True)
 
     def _webhook(self, url: str | None) -> str | None:
@@ -265,8 +288,14 @@ class ChatProducer:
         return [StreamEvent.parse(i, f) for _, entries in res for i, f in entries]
 
     async def history(self, session_id: str) -> list[BaseMessage]:
-        """The whole stored history of a session, oldest first."""
-        return (await self.history_page(session_id, limit=None)).messages
+        """The whole stored history of a session, oldest first. Raises HistoryEntryUnreadable if an
+        entry cannot be decoded (``history_page`` returns the others, and that error in its place)."""
+        messages: list[BaseMessage] = []
+        for m in (await self.history_page(session_id, limit=None)).messages:
+            if isinstance(m, HistoryEntryUnreadable):
+                raise m
+            messages.append(m)
+        return messages
 
     async def history_page(self, session_id: str, limit: int | None, before: int | None = None) -> HistoryPage:
         """Up to ``limit`` messages that precede index ``before`` (default: the newest), oldest first.
@@ -278,7 +307,7 @@ class ChatProducer:
             total: int = await self.redis.llen(key)  # type: ignore[misc]
             start, end = page_bounds(total, limit, before)
             raw: list[str] = await self.redis.lrange(key, start, end - 1) if end > start else []  # type: ignore[misc]
-            return HistoryPage(start, total, decode_messages(raw))
+            return HistoryPage(start, total, [_decoded(entry, start + i) for i, entry in enumerate(raw)])
 
         page = await self._call(read)
         await self._replicated(f"the history of session {session_id!r}")
@@ -296,3 +325,10 @@ class ChatProducer:
         """
         since_ms = int((time.time() - within_s) * 1000)
         return await self._call(lambda: self.redis.zcount(self.keys.workers, since_ms, "+inf"))
+
+
+def _decoded(raw: str, index: int) -> BaseMessage | HistoryEntryUnreadable:
+    try:
+        return decode_entry(raw, index)
+    except HistoryEntryUnreadable as e:
+        return e

@@ -85,21 +85,21 @@ async def test_enqueue_not_replicated_in_time_is_an_error_and_retry_safe(
     )
     s = sid("wait")
     async with ChatProducer(settings=settings) as p:
-        first = await p.submit(s, "acknowledged at once", "k-0")
+        first = await p.submit(s, "acknowledged at once", idempotency_key="k-0")
         assert first.created
         stopped(replica, True)
         try:
             with pytest.raises(ReplicationTimeout) as err:
-                await p.submit(s, "while the replica is stalled", "k-1")
+                await p.submit(s, "while the replica is stalled", idempotency_key="k-1")
             assert err.value.code == "replication_timeout" and err.value.http_status == 503
             # The retry answers "dup" and writes nothing: WAIT on its own would then confirm at
             # once on a fresh connection, although the replica lacks the turn. It must not.
             async with ChatProducer(settings=settings) as fresh:
                 with pytest.raises(ReplicationTimeout):
-                    await fresh.submit(s, "while the replica is stalled", "k-1")
+                    await fresh.submit(s, "while the replica is stalled", idempotency_key="k-1")
         finally:
             stopped(replica, False)
-        again = await p.submit(s, "while the replica is stalled", "k-1")
+        again = await p.submit(s, "while the replica is stalled", idempotency_key="k-1")
         assert not again.created  # the turn the first attempt wrote
         assert await p.redis.llen(p.keys.session(s).inbox) == 2
 

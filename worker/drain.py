@@ -8,18 +8,19 @@ import random
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from chatlane.errors import CommitNotReplicated, LeaseLost
-from chatlane.messages import encode_message, turn_messages
+from chatlane.errors import CommitNotReplicated, HistoryEntryUnreadable, LeaseLost
+from chatlane.messages import USER_SUFFIX, encode_message, reply_text, turn_messages
 from chatlane.scripts import AttemptEnd, Begun, Finish, Next, Step, Stopped
 from worker.budget import BudgetWait
+from worker.history import SessionHistory
 from worker.lease import Lease
-from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
 from worker.replicated import hold_until_replicated
 from worker.runtime import RUNTIME, Runtime
-from worker.window import FIRST_BATCH, load_window
+from worker.turn import Turn, run_config
+from worker.window import FIRST_BATCH
 
 log = logging.getLogger("chatlane.drain")
 
@@ -81,12 +82,15 @@ class SessionRunner:
     async def _serve(self, lease: Lease, step: Step, tail: list[str]) -> str:
         """Serve turns from ``step`` (begun by claim.lua), with the window that ends in ``tail``."""
         rt, s = self.rt, self.rt.settings
-        history_key = rt.keys.session(self.session_id).history
-        window = await lease.guard(load_window(rt.redis, history_key, s.history_max_tokens, tail))
+        history = SessionHistory(
+            rt.redis, rt.keys.session(self.session_id), s.history_max_tokens, rt.summarizer,
+            s.summary_refresh_messages, s.model_timeout_s,
+        )  # fmt: skip
+        await history.load(lease, tail)
         started, served = time.monotonic(), 0
         while isinstance(step, Begun):
             try:
-                finish, messages = await self._run_turn(lease, window.messages, step)
+                finish, messages = await self._run_turn(lease, history, step)
             except BudgetWait as w:
                 # Wait without a job slot, keeping the session's order; the attempt never reached
                 # the model, so it does not count.
@@ -110,30 +114,36 @@ class SessionRunner:
                 step = await hold_until_replicated(rt, lease, e)
             self._ended = None
             if messages:
-                window.extend(messages)
+                history.committed(messages)
         if isinstance(step, Stopped):
             await lease.handback()
             return f"handed back after {served} turn(s)"
         return f"drained {served} turn(s)"
 
-    async def _run_turn(
-        self, lease: Lease, window: list[BaseMessage], turn: Begun
-    ) -> tuple[Finish, tuple[BaseMessage, ...]]:
+    async def _run_turn(self, lease: Lease, history: SessionHistory, turn: Begun) -> tuple[Finish, list[BaseMessage]]:
         """Generate (with retries) until the turn completes or is out of attempts: how it ends,
-        and the messages it adds to the window."""
+        and the history entries it writes."""
         rt, s = self.rt, self.rt.settings
+        self._generating = turn  # a summary refresh is part of the attempt (and its evidence)
+        try:
+            window = await history.window_for(lease, self.session_id, turn.turn_id)
+        except HistoryEntryUnreadable as e:
+            # Every attempt would read the same entry: fail now, with what is wrong and where.
+            self._ended, self._generating = lease.attempt_end(turn), None
+            log.warning("turn %s failed: %s", turn.turn_id, e)
+            return Finish(turn.turn_id, False, f"{e.code}: {e}"), []
         while True:
             if turn.paused_ms:
                 raise BudgetWait(turn.paused_ms, "provider pause")
             try:
                 self._generating = turn
                 try:
-                    reply = await lease.guard(asyncio.wait_for(self._generate(lease, window, turn), s.model_timeout_s))
+                    added = await lease.guard(asyncio.wait_for(self._generate(lease, window, turn), s.model_timeout_s))
                 finally:
                     self._ended, self._generating = lease.attempt_end(turn), None
-                messages = turn_messages(turn.turn_id, turn.text, reply)
+                messages = turn_messages(turn.turn_id, turn.text, added)
                 entries = tuple(encode_message(m) for m in messages)
-                return Finish(turn.turn_id, True, reply.text, entries), messages
+                return Finish(turn.turn_id, True, reply_text(added), entries), messages
             except (LeaseLost, BudgetWait):
                 raise
             except Exception as e:
@@ -143,7 +153,7 @@ class SessionRunner:
                 error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # TimeoutError has no text
                 if turn.attempt >= s.max_attempts:
                     log.warning("turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error)
-                    return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), ()
+                    return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), []
                 log.info("turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error)
                 await lease.guard(asyncio.sleep(self._backoff(turn.attempt)))
                 nxt = await lease.advance(None, self._ended, Next.begin)
@@ -157,20 +167,30 @@ class SessionRunner:
         base = min(s.retry_backoff_max_s, s.retry_backoff_s * 2 ** (attempt - 1))
         return float(base * random.uniform(0.8, 1.2))
 
-    async def _generate(self, lease: Lease, window: list[BaseMessage], turn: Begun) -> AIMessage:
+    async def _generate(self, lease: Lease, window: list[BaseMessage], turn: Begun) -> list[BaseMessage]:
+        """One attempt: the handler's messages, its text and tool activity streamed as they come."""
         rt = self.rt
-        messages = [SystemMessage(rt.settings.system_prompt), *window, HumanMessage(turn.text)]
-        taken = await rt.budget.take(self.session_id, messages)  # raises BudgetWait
+        handler_turn = Turn(
+            session_id=self.session_id,
+            turn_id=turn.turn_id,
+            attempt=turn.attempt,
+            user=HumanMessage(turn.text, id=f"{turn.turn_id}{USER_SUFFIX}"),
+            window=window,
+            metadata=turn.metadata,
+            config=run_config(
+                session_id=self.session_id, turn_id=turn.turn_id, attempt=turn.attempt, metadata=turn.metadata
+            ),
+        )
+        # One budget take per turn: a turn is one request in the RPM bucket (an agent's extra model
+        # calls ride on it), and its tokens are settled from every reply's usage_metadata.
+        taken = await rt.budget.take(self.session_id, [*window, handler_turn.user])  # raises BudgetWait
         if taken is not None and taken.slot is not None:
             lease.slot = (rt.budget.slots_key, taken.slot)
         pub = ChunkPublisher(rt.streams, rt.keys.stream(turn.turn_id), turn.attempt)
         used: int | None = None
         try:
-            reply = await stream_reply(
-                rt.model, messages, session_id=self.session_id, turn_id=turn.turn_id, attempt=turn.attempt,
-                on_chunk=pub.put,
-            )  # fmt: skip
-            used = reply.usage_metadata["total_tokens"] if reply.usage_metadata else None
+            added = await rt.handler.run(handler_turn, pub)
+            used = sum(m.usage_metadata["total_tokens"] for m in added if isinstance(m, AIMessage) and m.usage_metadata)
         except BaseException:
             pub.cancel()
             raise
@@ -180,4 +200,6 @@ class SessionRunner:
                 # Shielded: a lease loss re-cancels this task until it is done; the slot must go back.
                 await asyncio.shield(rt.budget.give_back(taken, used))
         await pub.aclose()
-        return reply
+        if not all(isinstance(m, BaseMessage) for m in added):
+            raise TypeError(f"the {rt.handler.kind} handler returned something other than messages")
+        return added

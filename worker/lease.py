@@ -1,7 +1,7 @@
 """The per-session lease a drain holds, and the fence that comes with it.
 
 The lease token is also the fencing token: every write a holder makes goes through a script
-that first checks the token (advance.lua, handback.lua), so a holder that lost the lease
+that first checks the token (advance.lua, handback.lua, save_summary.lua), so a holder that lost the lease
 cannot write even if it has not noticed yet. ``Lease`` is the only thing in the worker that
 knows the token: the drain asks it to advance, hand back or guard a piece of work.
 
@@ -26,7 +26,19 @@ from typing import TypeVar
 
 from chatlane.connection import REDIS_DOWN
 from chatlane.errors import CommitNotReplicated, LeaseLost
-from chatlane.scripts import Advance, AttemptEnd, Begun, Claim, Finish, Handback, Next, Released, Renew, Step
+from chatlane.scripts import (
+    Advance,
+    AttemptEnd,
+    Begun,
+    Claim,
+    Finish,
+    Handback,
+    Next,
+    Released,
+    Renew,
+    SaveSummary,
+    Step,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("chatlane.lease")
@@ -42,6 +54,7 @@ class LeaseScripts:
     renew: Renew
     advance: Advance
     handback: Handback
+    save_summary: SaveSummary
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,16 @@ class Lease:
         self._deadline = max(self._deadline, self._deadline_for(sent))
         if isinstance(step, Begun):
             self.begun_sent_at = sent
+
+    async def save_summary(self, upto: int, text: str) -> bool:
+        """The fenced write of the session's history summary; False if a newer one is stored.
+        Raises LeaseLost, having written nothing."""
+        self.check()
+        try:
+            return await self._scripts.save_summary(session_id=self.session_id, token=self._token, upto=upto, text=text)
+        except LeaseLost:
+            self.mark_lost()
+            raise
 
     async def handback(self, *, delay_ms: int = 0, refund: bool = False) -> bool:
         """Release the lease, queuing a new drain job (due in ``delay_ms``) if turns still wait

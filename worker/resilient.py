@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
+import sys
 from signal import Signals
 from typing import Any
 
@@ -24,6 +25,8 @@ from redis import exceptions as redis_errors
 from chatlane.connection import REDIS_DOWN
 from chatlane.settings import Settings
 from worker.arq_settings import worker_settings
+from worker.handler_loader import HandlerError, load_handler
+from worker.handlers import TurnHandler
 from worker.queue_pool import queue_pool
 from worker.runtime import RESILIENT, RUNTIME, Runtime
 
@@ -130,7 +133,26 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, handler: object | None = None) -> None:
+    """``handler``: an object to run turns with (see worker/handler_loader.py); default: the
+    settings' ``handler`` (CHATLANE_HANDLER), else the chat model CHATLANE_MODEL names."""
     logging.config.dictConfig(log_config())
-    kwargs: dict[str, Any] = get_kwargs(worker_settings(settings))
+    turn_handler = start_handler(settings, handler)
+    kwargs: dict[str, Any] = get_kwargs(worker_settings(settings, turn_handler))
     ChatlaneWorker(settings=settings, **kwargs).run()
+
+
+def start_handler(settings: Settings, handler: object | None) -> TurnHandler:
+    """Load the handler once for this process, on the event loop arq will run (a factory may open
+    clients bound to it); exit with one line on stderr, no traceback, if it cannot be used."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # arq's Worker takes this loop
+
+    async def load() -> TurnHandler:
+        return load_handler(settings, handler)
+
+    try:
+        return loop.run_until_complete(load())
+    except HandlerError as e:
+        print(f"chatlane worker: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

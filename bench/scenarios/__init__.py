@@ -15,6 +15,7 @@ from bench.scenarios import (
     b6_memory,
     b7_cpu,
     b8_naive,
+    b9_openai_cpu,
     b12_budget,
 )
 
@@ -38,5 +39,6 @@ SCENARIOS: list[Scenario] = [
     b6_memory,
     b7_cpu,
     b8_naive,
+    b9_openai_cpu,
     b12_budget,
 ]

@@ -5,8 +5,8 @@
 -- Returns one of
 --   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
 --                 fence: a paused or partitioned ex-holder can never commit.
---   {"turn", id, text, attempts, started_ms, paused_ms}   the next turn is now running (attempt
---                 counted); paused_ms: what is left of the model's provider pause, 0 if none
+--   {"turn", id, text, attempts, started_ms, metadata, paused_ms}   the next turn is now running
+--                 (attempt counted); paused_ms: what is left of the model's provider pause, 0 if none
 --   {"released"}  the inbox is empty: lease deleted, session left the pending set
 --   {"stopped"}   `next_step` was "stop", or "yield" and another session's drain job has waited
 --                 for a slot longer than `yield_grace_ms`: nothing begun, the lease is still ours
@@ -27,18 +27,19 @@ local suffix        = ARGV[4]  -- stream key suffix
 local finish_id     = ARGV[5]  -- id of the turn to finish, or "" to only begin
 local outcome       = ARGV[6]  -- "completed" | "failed"
 local result        = ARGV[7]  -- reply text, or error text
-local user_json     = ARGV[8]  -- user message (only for "completed")
-local ai_json       = ARGV[9]  -- AI message (only for "completed")
-local turn_ttl_ms   = ARGV[10] -- retention of finished turn records and idempotency keys
-local stream_ttl_ms = ARGV[11] -- retention of a finished turn's token stream
-local next_step     = ARGV[12] -- "begin" the next head turn (releasing the lease if the inbox is
+local turn_ttl_ms   = ARGV[8]  -- retention of finished turn records and idempotency keys
+local stream_ttl_ms = ARGV[9]  -- retention of a finished turn's token stream
+local next_step     = ARGV[10] -- "begin" the next head turn (releasing the lease if the inbox is
                                -- empty), "yield" (begin unless others wait), or "stop"
-local max_attempts  = tonumber(ARGV[13])
-local session_id    = ARGV[14]
-local ended_id      = ARGV[15] -- turn whose generation attempt just stopped, or ""
-local ended_attempt = ARGV[16] -- its attempt number
-local ended_ms      = ARGV[17] -- when it stopped (see record_attempt.lua)
-local yield_grace_ms = tonumber(ARGV[18])
+local max_attempts  = tonumber(ARGV[11])
+local session_id    = ARGV[12]
+local ended_id      = ARGV[13] -- turn whose generation attempt just stopped, or ""
+local ended_attempt = ARGV[14] -- its attempt number
+local ended_ms      = ARGV[15] -- when it stopped (see record_attempt.lua)
+local yield_grace_ms = tonumber(ARGV[16])
+local FIRST_ENTRY   = 17       -- ARGV[17..]: history entries of a "completed" turn, in order: its
+                               -- user message, then every message the turn added (an agent's AI
+                               -- tool calls, tool results, answer). All or nothing, in this script.
 
 if redis.call("GET", lease_key) ~= token then
   if finish_id ~= "" then
@@ -55,10 +56,17 @@ if finish_id ~= "" then
   if redis.call("LINDEX", inbox_key, 0) ~= finish_id then
     return redis.error_reply("chatlane: turn " .. finish_id .. " is not at the head of its inbox")
   end
+  if outcome == "completed" and #ARGV < FIRST_ENTRY then
+    return redis.error_reply("chatlane: a completed turn writes at least its user message")
+  end
   local tk = prefix .. finish_id
   redis.call("LPOP", inbox_key)
   if outcome == "completed" then
-    redis.call("RPUSH", history_key, user_json, ai_json)
+    -- In slices: unpack() of a very long list would overflow Lua's C stack (~8000 values).
+    for first = FIRST_ENTRY, #ARGV, 1000 do
+      redis.call("RPUSH", history_key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+    end
+    redis.call("HSET", tk, "entries", #ARGV - FIRST_ENTRY + 1)
     end_turn(tk, tk .. suffix, "completed", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
   else
     end_turn(tk, tk .. suffix, "failed", "error", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
@@ -77,6 +85,6 @@ end
 local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
   now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
 if step[1] == "turn" then
-  step[6] = math.max(0, redis.call("PTTL", pause_key))
+  step[7] = math.max(0, redis.call("PTTL", pause_key))
 end
 return step

@@ -3,10 +3,11 @@
 -- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
--- {"turn", id, text, attempts, started_ms}. With the inbox empty it releases the lease, takes
--- the session out of the pending set and returns {"released"}. On the way it drops (and counts)
--- a head whose record was deleted by hand, and fails a head that has already used all its
--- attempts (each interrupted by a crash or a lost lease), so a poison turn cannot wedge a session.
+-- {"turn", id, text, attempts, started_ms, metadata} (metadata: the turn's JSON object, or "").
+-- With the inbox empty it releases the lease, takes the session out of the pending set and
+-- returns {"released"}. On the way it drops (and counts) a head whose record was deleted by hand,
+-- and fails a head that has already used all its attempts (each interrupted by a crash or a lost
+-- lease), so a poison turn cannot wedge a session.
 -- Each attempt's start is kept as "a<n>s" beside "started" (the latest): see record_attempt.lua.
 --   lease_key, inbox_key, stats_key, pending_key, session_id
 --   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
@@ -33,7 +34,8 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
         if attempts > 1 then
           redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
         end
-        return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
+        local fields = redis.call("HMGET", tk, "text", "metadata")
+        return {"turn", head, fields[1], attempts, now_ms, fields[2] or ""}
       end
       redis.call("HSET", tk, "attempts", max_attempts)
       redis.call("LPOP", inbox_key)

@@ -25,7 +25,8 @@ local drain_job_id  = ARGV[5]
 local idem          = ARGV[6]  -- idempotency key or ""
 local job_payload   = ARGV[7]  -- serialized drain job
 local job_expiry_ms = ARGV[8]
-local webhook_url   = ARGV[9]  -- called back when the turn ends (end_turn.lua), or ""
+local metadata      = ARGV[9]  -- the turn's metadata (compact JSON object) or ""
+local webhook_url   = ARGV[10] -- called back when the turn ends (end_turn.lua), or ""
 
 if idem ~= "" then
   local existing = redis.call("GET", idem_key)
@@ -48,6 +49,9 @@ if idem ~= "" then
 end
 redis.call("HSET", turn_key, "session", session_id, "text", text, "state", "queued",
   "created", now_ms, "attempts", 0, "idem", stored_idem_key, "webhook", webhook_url)
+if metadata ~= "" then
+  redis.call("HSET", turn_key, "metadata", metadata)
+end
 local position = redis.call("RPUSH", inbox_key, turn_id) - 1
 redis.call("SADD", pending_key, session_id)
 local queued = 0

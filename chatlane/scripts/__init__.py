@@ -13,6 +13,7 @@ from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
 from chatlane.scripts.handback import Handback
 from chatlane.scripts.renew import Renew
 from chatlane.scripts.replication import Replication
+from chatlane.scripts.save_summary import SaveSummary
 from chatlane.scripts.steps import Begun, Released, Step, Stopped
 from chatlane.scripts.sweep import Sweep
 
@@ -38,6 +39,7 @@ __all__ = [
     "Released",
     "Renew",
     "Replication",
+    "SaveSummary",
     "Step",
     "Stopped",
     "Sweep",

@@ -22,7 +22,9 @@ class Finish:
     turn_id: str
     completed: bool
     text: str  # the reply, or the error
-    entries: tuple[str, ...] = ()  # encoded history entries to append (only when completed)
+    # encoded history entries to append (only when completed): the user message, then every
+    # message the turn added
+    entries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,20 +56,21 @@ class Advance:
         CommitNotReplicated when ``finish`` was committed (and the step taken) on the primary but
         too few replicas confirmed it. Only a commit waits for replicas; a bare begin does not."""
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
-        turn_id, state, text, user, ai = "", "", "", "", ""
+        turn_id, state, text = "", "", ""
+        entries: tuple[str, ...] = ()
         if finish is not None:
             turn_id, text = finish.turn_id, finish.text
             state = "completed" if finish.completed else "failed"
             if finish.completed:
-                user, ai = finish.entries
+                entries = finish.entries
         ended_args: list[str | int] = ["", "", ""] if ended is None else [ended.turn_id, ended.attempt, ended.ended_ms]
         res, acked = await self._replication.run(
             self._script,
             keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending, k.queue, k.budget(s.model).pause,
                   k.webhooks_due],
-            args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text, user, ai,
+            args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text,
                   s.turn_ttl_ms, s.stream_ttl_ms, next.value, s.max_attempts, session_id, *ended_args,
-                  s.yield_grace_ms],
+                  s.yield_grace_ms, *entries],
             wait=finish is not None,
         )  # fmt: skip
         step = parse_step(res, sk.lease)

@@ -43,11 +43,12 @@ class Enqueue:
         idempotency_key: str | None,
         max_waiting: int,
         job: DrainJob,
+        metadata: str = "",
         webhook_url: str | None = None,
     ) -> Accepted | Duplicate:
         """Raises QueueFull (nothing written) when the session already has ``max_waiting`` turns,
         ReplicationTimeout when the turn (new or repeated) is on the primary but not yet on enough
-        replicas."""
+        replicas. ``metadata``: the turn's metadata as compact JSON (``validate_metadata``), or ""."""
         k, sk = self._keys, self._keys.session(session_id)
         # With no key the script never touches KEYS[4]; any key of the session's slot will do.
         idem = k.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
@@ -55,7 +56,7 @@ class Enqueue:
             self._script,
             keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
-                  job.expires_ms, webhook_url or ""],
+                  job.expires_ms, metadata, webhook_url or ""],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatlane.errors import LeaseLost
@@ -16,6 +17,7 @@ class Begun:
     text: str
     attempt: int
     started_ms: int
+    metadata: dict[str, Any] = field(default_factory=dict)  # given at enqueue ({} if none)
     paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
 
 
@@ -35,7 +37,8 @@ Step = Begun | Released | Stopped
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), int(res[5]) if len(res) > 5 else 0)
+        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), json.loads(res[5]) if res[5] else {},
+                     int(res[6]) if len(res) > 6 else 0)  # fmt: skip
     if kind == "released":
         return Released()
     if kind == "stopped":
