@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup demo test lint soak bench web worker
+.PHONY: setup demo test lint soak failover bench web worker
 
 setup: $(INSTALLED)
 	@echo "$(VENV) is ready; to use its commands directly: . $(VENV)/bin/activate"
@@ -40,8 +40,14 @@ web: $(INSTALLED)
 worker: $(INSTALLED)
 	$(PY) -m worker
 
+# One redis-server, then a Sentinel group (failovers, MIN_REPLICAS_ACK=1): SOAK_ARGS go to both.
 soak: $(INSTALLED)
 	$(PY) -m devkit.soak $(SOAK_ARGS)
+	$(PY) -m devkit.soak --redis sentinel $(SOAK_ARGS)
+
+# What a Sentinel failover costs with MIN_REPLICAS_ACK 0 and 1 (FAILOVER_ARGS="--help").
+failover: $(INSTALLED)
+	$(PY) -m devkit.failover $(FAILOVER_ARGS)
 
 bench: $(INSTALLED)
 	$(PY) -m bench $(if $(QUICK),--quick,)

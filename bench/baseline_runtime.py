@@ -7,15 +7,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from redis.asyncio import Redis
 
 from chatlane.connection import connect
 from chatlane.keys import Keys
 from chatlane.messages import encode_message, turn_messages
 from chatlane.settings import Settings, get_settings
-from worker.llm import build_model, stream_reply
+from chatlane.stream import ToolEvent
+from worker.handlers import ChatModelHandler
+from worker.llm import build_model
+from worker.turn import Turn, run_config
 
 
 @dataclass
@@ -23,7 +25,7 @@ class Baseline:
     settings: Settings
     keys: Keys
     redis: Redis
-    model: BaseChatModel
+    handler: ChatModelHandler
 
     def history_key(self, session_id: str) -> str:
         return self.keys.session(session_id).history
@@ -31,16 +33,18 @@ class Baseline:
     async def reply(self, window: list[BaseMessage], turn_id: str, text: str) -> tuple[str, str]:
         """Stream the model over the window plus the new message, as chatlane's drain does;
         returns the two encoded history entries the turn adds."""
-        messages = [SystemMessage(self.settings.system_prompt), *window, HumanMessage(text)]
-        reply = await stream_reply(
-            self.model, messages, session_id=turn_id, turn_id=turn_id, attempt=1, on_chunk=_ignore
-        )
-        user, ai = turn_messages(turn_id, text, reply)
+        config = run_config(session_id=turn_id, turn_id=turn_id, attempt=1)
+        turn = Turn(turn_id, turn_id, 1, HumanMessage(text), window, config=config)
+        user, ai = turn_messages(turn_id, text, await self.handler.run(turn, _Ignore()))
         return encode_message(user), encode_message(ai)
 
 
-def _ignore(_: str) -> None:
-    pass
+class _Ignore:
+    def text(self, text: str) -> None:
+        pass
+
+    def tool(self, event: ToolEvent) -> None:
+        pass
 
 
 def baseline(ctx: dict[str, Any]) -> Baseline:
@@ -50,7 +54,7 @@ def baseline(ctx: dict[str, Any]) -> Baseline:
 
 async def startup(ctx: dict[str, Any]) -> None:
     s = get_settings()
-    b = Baseline(s, Keys(s.key_prefix), connect(s), build_model(s))
+    b = Baseline(s, Keys(s.key_prefix), connect(s), ChatModelHandler(build_model(s), s.system_prompt))
     ctx["baseline"] = b
     # Registered like a chatlane worker's heartbeat, so the bench knows every process is up.
     await b.redis.zadd(b.keys.workers, {f"baseline.{os.getpid()}": int(time.time() * 1000)})

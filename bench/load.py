@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import result_key_prefix
 from arq.jobs import JobResult, deserialize_result
+from langchain_core.messages import AIMessage
 from redis.asyncio import Redis
 
 from bench.env import Side
 from chatlane.jobs import job_deserializer, job_serializer
 from chatlane.keys import Keys
+from chatlane.messages import encode_message, turn_messages
 from producer import ChatProducer
 
 T = TypeVar("T")
@@ -81,6 +83,23 @@ async def chatlane_spans(redis: Redis, keys: Keys, turn_ids: list[str]) -> list[
 async def wait_chatlane(redis: Redis, keys: Keys, timeout: float) -> None:
     """Until no session has work left (a session leaves the pending set when its inbox is empty)."""
     await _until(lambda: _zero(redis.scard(keys.pending)), timeout, "chatlane backlog")  # type: ignore[arg-type]
+
+
+def filler(n: int, user_chars: int, ai_chars: int) -> list[str]:
+    """``n`` encoded history entries, alternating user/assistant, as completed turns leave them."""
+    out: list[str] = []
+    for _ in range(n // 2):
+        tid = uuid.uuid4().hex
+        out += [encode_message(m) for m in turn_messages(tid, "u" * user_chars, [AIMessage("a" * ai_chars)])]
+    return out
+
+
+async def prefill(redis: Redis, keys: Keys, session: str, n: int, user_chars: int, ai_chars: int) -> None:
+    """Give a session a history of ``n`` chat-sized entries before its first turn."""
+    entries = filler(n, user_chars, ai_chars)
+    key = keys.session(session).history
+    for i in range(0, len(entries), 1000):
+        await redis.rpush(key, *entries[i : i + 1000])  # type: ignore[misc]
 
 
 # -- bare arq -------------------------------------------------------------------------------

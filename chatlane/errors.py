@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatlane.scripts.steps import Step
+
 
 class ChatlaneError(Exception):
     code = "chatlane_error"
@@ -21,6 +26,11 @@ class TextTooLong(InvalidInput):
 class WebhookNotAllowed(InvalidInput):
     code = "webhook_not_allowed"
     http_status = 422
+
+
+class MetadataTooLarge(InvalidInput):
+    code = "metadata_too_large"
+    http_status = 413
 
 
 class TurnNotFound(ChatlaneError, LookupError):
@@ -82,6 +92,50 @@ class WaitTimeout(ChatlaneError, TimeoutError):
 class RedisUnavailable(ChatlaneError, ConnectionError):
     code = "redis_unavailable"
     http_status = 503
+
+
+class ReplicationTimeout(ChatlaneError):
+    """The Redis primary applied the write, but fewer than CHATLANE_REDIS_MIN_REPLICAS_ACK replicas
+    confirmed it within CHATLANE_REDIS_WAIT_TIMEOUT_MS: not acknowledged. The write stays on the
+    primary (Redis never rolls back) and a failover may still lose it, so the caller retries: an
+    enqueue with the same idempotency key returns the same turn once it is replicated.
+
+    Not a TimeoutError: that is an OSError, which chatlane reads as "Redis is down"."""
+
+    code = "replication_timeout"
+    http_status = 503
+
+    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"{what}: applied by the Redis primary but confirmed by {acked} of the {wanted} replica(s) required "
+            f"within {timeout_ms} ms; retry (with the same idempotency key for an enqueue)"
+        )
+        self.acked = acked
+        self.wanted = wanted
+
+
+class CommitNotReplicated(ReplicationTimeout):
+    """A worker's fenced commit (advance.lua) ran on the primary, and began ``step``, but its
+    replicas did not confirm it in time. Never reaches a client: the worker decides what to do."""
+
+    def __init__(self, turn_id: str, step: Step, acked: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(f"commit of turn {turn_id}", acked, wanted, timeout_ms)
+        self.turn_id = turn_id
+        self.step = step
+
+
+class HistoryEntryUnreadable(ChatlaneError):
+    """A stored history entry is not a message chatlane can decode. It fails the turn that would
+    read it (its status says which entry and why); reading the history over HTTP reports it."""
+
+    code = "history_entry_unreadable"
+    http_status = 500
+
+    def __init__(self, index: int | None, reason: str) -> None:
+        where = "a history entry" if index is None else f"history entry {index}"
+        super().__init__(f"{where} cannot be decoded ({reason})")
+        self.index = index
+        self.reason = reason
 
 
 class LeaseLost(Exception):

@@ -20,6 +20,7 @@ class SessionKeys:
     lease: str  # STRING holder token, PX ttl
     fence: str  # counter, bumped by every claim
     drain_job: str  # STRING id of the arq drain job queued for this session, if any
+    summary: str  # HASH upto, text: summary of history[0:upto] (history strategy "summarize")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ class Keys:
         return f"{self.prefix}:workers"
 
     @property
+    def replication_barrier(self) -> str:
+        """Pub/sub channel nobody listens to: a PUBLISH there marks a point in the replication
+        stream for WAIT to wait for (chatlane/scripts/replication.py)."""
+        return f"{self.prefix}:replication-barrier"
+
+    @property
     def turn_prefix(self) -> str:
         return f"{self.prefix}:turn:"
 
@@ -107,6 +114,7 @@ class Keys:
             lease=f"{base}:lease",
             fence=f"{base}:fence",
             drain_job=f"{base}:drain",
+            summary=f"{base}:summary",
         )
 
     def budget(self, model: str) -> BudgetKeys:

@@ -8,8 +8,9 @@ Nothing here is read at import time: ``get_settings()`` reads the environment on
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatlane.turns import OnBusy
@@ -28,13 +29,61 @@ class RedisConfig(BaseModel):
     # stream read adds its block time), before the call fails with RedisUnavailable.
     redis_timeout_s: float = Field(2.0, gt=0)
     key_prefix: str = Field("chatlane", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Sentinel: "host:port,host:port,..." of the sentinels. When set, every connection (producers,
+    # the HTTP API, the worker's state and arq's queue) asks them for the current primary of
+    # `redis_sentinel_master` and follows a failover without a restart; `redis_url` is not used.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
+    # Password of the primary and replicas, with sentinels (a plain URL carries its own), and of
+    # the sentinels themselves (their `requirepass`), if they have one.
+    redis_password: SecretStr = SecretStr("")
+    redis_sentinel_password: SecretStr = SecretStr("")
+    # Acknowledged means replicated: an enqueue and a commit count only once `WAIT` confirms this
+    # many replicas (0: as soon as the primary has it). docs/faults.md has what each value buys.
+    redis_min_replicas_ack: int = Field(0, ge=0)
+    # How long such a write waits for its replicas before the caller gets ReplicationTimeout.
+    redis_wait_timeout_ms: int = Field(1000, ge=1)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str) -> str:
+        parse_addresses(value)
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return parse_addresses(self.redis_sentinels)
+
+
+def parse_addresses(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (IPv6 hosts in brackets) as (host, port) pairs."""
+    out: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {item!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
 
 
 class ModelConfig(BaseModel):
+    # What runs a turn: "package.module:attr" naming a chat model, a compiled LangGraph graph with a
+    # `messages` state (create_agent), an async generator function handle(turn), or a zero-argument
+    # factory of one (called once per worker process). Unset: the chat model named by `model`.
+    handler: str | None = None
     # "fake" (offline, deterministic) or any init_chat_model string, e.g. "openai:gpt-4o-mini"
     model: str = "fake"
+    # Prepended to the history when the handler is a chat model (an agent has its own).
     system_prompt: str = "You are a helpful assistant."
     history_max_tokens: int = Field(4000, ge=1)
+    # "trim": the window is the newest whole turns that fit history_max_tokens. "summarize": also
+    # feed a summary of what no longer fits, written by the model (CHATLANE_MODEL, or the handler
+    # when it is a chat model) and refreshed once this many messages have left the window since.
+    history_strategy: Literal["trim", "summarize"] = "trim"
+    summary_refresh_messages: int = Field(20, ge=1)
+    # OpenAI-compatible chat models hand the SDK their messages already serialized (extra_body), so
+    # it does not walk them again: ~80 % of a worker's CPU at a full window (bench B9). Off: plain SDK.
+    openai_preserialize: bool = True
     model_timeout_s: float = Field(120.0, gt=0)
     # per-turn retries of a failing generation
     max_attempts: int = Field(3, ge=1)
@@ -55,6 +104,9 @@ class FaultConfig(BaseModel):
     # Benchmarks: append "<first user message>\t<start>\t<end>" (epoch s) per generation to this
     # file, so the handoff between a session's turns is measured at the model (bench B8).
     fake_span_log: str | None = None
+    # Tests: append one JSON line per request the fake model answers (turn id, attempt, message
+    # types and approximate tokens), so a test can see what each request held.
+    fake_request_log: str | None = None
     # A broken build for mutation tests: lease holders keep generating after losing the lease.
     fault_ignore_lease_loss: bool = False
 
@@ -185,6 +237,10 @@ class Settings(
             raise ValueError("lease_renew_interval_ms + lease_margin_ms must be below lease_ttl_ms")
         if self.coalesce_max_wait_ms < self.coalesce_window_ms:
             raise ValueError("coalesce_max_wait_ms must be >= coalesce_window_ms")
+        if self.redis_wait_timeout_ms > ms(self.redis_timeout_s):
+            # WAIT blocks the connection: past the socket timeout the call would fail as
+            # "Redis unavailable" instead of as a replication timeout.
+            raise ValueError("redis_wait_timeout_ms must be at most redis_timeout_s * 1000")
         return self
 
     @property

@@ -2,6 +2,8 @@
 
 Entries, in order:
 - ``chunk``: ``a`` attempt number, ``d`` text of one or more consecutive model chunks;
+- ``tool``: ``a`` attempt, ``n`` tool name, ``c`` tool call id, ``p`` phase: ``call`` when the
+  model asked for the call, ``result`` when the tool's answer came back;
 - ``reset``: attempt ``a`` starts over (a retry): discard the chunks received so far;
   chunks of an older attempt that arrive later (from a worker that lost its lease and has
   not noticed yet) are to be ignored: see ``Replay``;
@@ -16,6 +18,7 @@ from enum import StrEnum
 
 class EventType(StrEnum):
     chunk = "chunk"
+    tool = "tool"
     reset = "reset"
     end = "end"
 
@@ -27,16 +30,34 @@ class StreamEvent:
     attempt: int = 0
     data: str = ""
     state: str = ""
+    tool: ToolEvent | None = None
 
     @classmethod
     def parse(cls, entry_id: str, fields: dict[str, str]) -> StreamEvent:
+        kind = EventType(fields["t"])
         return cls(
             id=entry_id,
-            type=EventType(fields["t"]),
+            type=kind,
             attempt=int(fields.get("a", 0)),
             data=fields.get("d", ""),
             state=fields.get("s", ""),
+            tool=ToolEvent(fields["n"], fields["c"], ToolPhase(fields["p"])) if kind is EventType.tool else None,
         )
+
+
+class ToolPhase(StrEnum):
+    call = "call"
+    result = "result"
+
+
+@dataclass(frozen=True)
+class ToolEvent:
+    name: str
+    call_id: str
+    phase: ToolPhase
+
+    def fields(self, attempt: int) -> dict[str, str | int]:
+        return {"t": EventType.tool.value, "a": attempt, "n": self.name, "c": self.call_id, "p": self.phase.value}
 
 
 def chunk_fields(attempt: int, text: str) -> dict[str, str | int]:
@@ -51,14 +72,15 @@ class Replay:
         self.parts: list[str] = []
 
     def accept(self, ev: StreamEvent) -> bool:
-        """Apply one entry; False if it is a stale chunk the reader must skip."""
+        """Apply one entry; False if it is a stale chunk or tool event the reader must skip."""
         if ev.type is EventType.reset:
             self.attempt, self.parts = ev.attempt, []
-        elif ev.type is EventType.chunk:
+        elif ev.type in (EventType.chunk, EventType.tool):
             if ev.attempt < self.attempt:
                 return False
             self.attempt = ev.attempt
-            self.parts.append(ev.data)
+            if ev.type is EventType.chunk:
+                self.parts.append(ev.data)
         return True
 
     @property

@@ -6,10 +6,11 @@ import json
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from chatlane.errors import InvalidInput, TextTooLong
+from chatlane.errors import InvalidInput, MetadataTooLarge, TextTooLong
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
@@ -19,6 +20,8 @@ _IDEM_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _TURN_ID_RE = re.compile(TURN_ID_PATTERN)
 # A queued turn's deadline can be at most this far off (30 days): longer is a mistake, not a deadline.
 MAX_EXPIRES_AFTER_S = 30 * 86400
+# A turn's metadata, as compact UTF-8 JSON, may take this many bytes.
+MAX_METADATA_BYTES = 4096
 
 
 class TurnState(StrEnum):
@@ -63,6 +66,7 @@ class TurnStatus(BaseModel):
         "a stop that was requested and how the turn will end",
     )
     attempts: int = 0
+    metadata: dict[str, Any] | None = Field(None, description="the JSON object given at enqueue, if any")
     created_at: datetime
     started_at: datetime | None = Field(None, description="start of the generation that was committed")
     finished_at: datetime | None = None
@@ -88,6 +92,7 @@ class TurnStatus(BaseModel):
             error=error,
             reason=rec.get("reason") or (error if state is TurnState.failed else None),
             attempts=int(rec.get("attempts", 0)),
+            metadata=json.loads(rec["metadata"]) if rec.get("metadata") else None,
             created_at=_ms(rec["created"]),
             started_at=_ms(rec["started"]) if rec.get("started") else None,
             finished_at=_ms(rec["finished"]) if rec.get("finished") else None,
@@ -164,3 +169,27 @@ def validate_idempotency_key(key: str | None) -> str | None:
     if not isinstance(key, str) or not _IDEM_RE.fullmatch(key):
         raise InvalidInput(f"idempotency_key must match {IDEMPOTENCY_KEY_PATTERN} (1-200 printable ASCII)")
     return key
+
+
+def validate_metadata(metadata: Any) -> str:
+    """``metadata`` encoded as it is stored (compact JSON), or "" for None.
+
+    It must be a JSON object of at most MAX_METADATA_BYTES encoded: anything else raises
+    InvalidInput (MetadataTooLarge for the size), before anything is written.
+    """
+    if metadata is None:
+        return ""
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"metadata must be a JSON object (got {type(metadata).__name__})")
+    try:
+        encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"metadata must be JSON (strings, numbers, booleans, null, lists, objects): {e}") from e
+    if json.loads(encoded) != metadata:
+        # json.dumps turns a key 1 into "1" and a tuple into a list: the handler would not get
+        # back what was sent.
+        raise InvalidInput("metadata must be plain JSON: string keys, lists rather than tuples")
+    size = len(encoded.encode())
+    if size > MAX_METADATA_BYTES:
+        raise MetadataTooLarge(f"metadata takes {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    return encoded

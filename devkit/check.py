@@ -1,10 +1,14 @@
 """Checks every accepted turn against chatlane's guarantees, from what Redis holds.
 
 Given the turn ids each session was sent, in enqueue order, it verifies: each turn ended
-(G3); completed and interrupted ones are in the history exactly once, each as its user message(s)
-(one per text it answers: several when coalesced) then its reply, marked interrupted exactly when
-the turn was; failed, cancelled and expired ones not at all (G3); history order is enqueue order
-(G2); and no two generation attempts of a session overlap
+(G3), completed ones are in the history exactly once, whole (their user message(s): one per text
+it answers, several when coalesced; then every message the turn added: as many entries as the
+commit recorded on the turn, ``entries``), interrupted ones likewise with their partial reply
+marked interrupted (and only they are marked), and failed, cancelled and expired ones not at all
+(G3), every tool-call group is well formed (an AI message's tool calls
+answered right after it, each exactly once, and the turn ending with an AI message: user ->
+AI(tool_calls) -> tool results -> AI answer), history order is enqueue order (G2), and no two
+generation attempts of a session overlap
 in time (G1): every attempt, committed or not, as the turn records keep them (``a<n>s`` when it
 began, ``a<n>e`` an upper bound of when it stopped; see chatlane/lua/record_attempt.lua), so an
 ousted holder that kept generating while the next holder ran is caught. An attempt whose end was
@@ -18,12 +22,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from chatlane.messages import is_interrupted, turn_id_of
+from chatlane.errors import HistoryEntryUnreadable
+from chatlane.messages import is_interrupted, is_turn_start, turn_id_of
 from producer import ChatProducer, TurnNotFound, TurnState, TurnStatus
 
-# Turns whose messages are in the history: the whole reply, or the part of it generated before a stop.
+# Turns whose entries are in the history: the whole reply, or what was generated before a stop.
 IN_HISTORY = (TurnState.completed, TurnState.interrupted)
 
 
@@ -40,6 +45,9 @@ class Report:
     lost: int = 0
     duplicated: int = 0
     out_of_order: int = 0
+    partial: int = 0  # turns in the history with fewer or more entries than their commit wrote
+    malformed_tool_groups: int = 0  # tool calls not answered right after them, or answered twice
+    tool_calls: int = 0  # tool calls in the checked histories (all answered, unless malformed)
     overlapping: int = 0
     unrecorded_ends: int = 0  # attempts whose worker died before it could record their end
     # Overlaps by attempts the caller names as excused: those of a process it paused (SIGSTOP),
@@ -52,7 +60,10 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.out_of_order or self.overlapping or self.unfinished)
+        return not (
+            self.lost or self.duplicated or self.out_of_order or self.overlapping or self.unfinished or self.partial
+            or self.malformed_tool_groups
+        )  # fmt: skip
 
     def rows(self) -> list[tuple[str, int]]:
         return [
@@ -60,12 +71,21 @@ class Report:
             ("failed", self.failed), ("cancelled", self.cancelled), ("interrupted", self.interrupted),
             ("expired", self.expired), ("unfinished", self.unfinished),
             ("lost", self.lost), ("duplicated", self.duplicated), ("out of order", self.out_of_order),
-            ("overlapping in a session", self.overlapping), ("peak sessions generating at once", self.max_concurrency),
+            ("half turns", self.partial), ("malformed tool-call groups", self.malformed_tool_groups),
+            ("tool calls in history", self.tool_calls), ("overlapping in a session", self.overlapping),
+            ("peak sessions generating at once", self.max_concurrency),
         ]  # fmt: skip
 
 
-async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set[str] | None = None) -> Report:
-    """``excused``: attempts ("<turn id>#<attempt>") whose overlaps are expected (paused processes)."""
+async def check(
+    producer: ChatProducer,
+    sent: dict[str, list[str]],
+    excused: set[str] | None = None,
+    *,
+    open_tool_calls: bool = False,
+) -> Report:
+    """``excused``: attempts ("<turn id>#<attempt>") whose overlaps are expected (paused processes).
+    ``open_tool_calls``: a turn may end with unanswered tool calls (a handler that returns them)."""
     r = Report(sessions=len(sent))
     intervals: list[tuple[datetime, datetime, str]] = []
     for session_id, turn_ids in sent.items():
@@ -96,16 +116,28 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
                 r.unfinished += 1
                 r.violations.append(f"{session_id}: turn {tid} still {st.state.value}")
 
-        groups = _groups(await producer.history(session_id))
-        for i, (gid, msgs) in enumerate(groups):
-            problem = _group_problem(msgs, r.statuses.get(gid or ""))
-            if problem:
-                r.violations.append(f"{session_id}: turn {gid} (history group {i}): {problem}")
-                r.out_of_order += 1
-                break
-        pairs = [tid for tid, _ in groups]
-        counts = Counter(pairs)
+        records = await _records(producer, [st.turn_id for st in statuses])
+        try:
+            history = await producer.history(session_id)
+        except HistoryEntryUnreadable as e:
+            r.violations.append(f"{session_id}: {e}")
+            r.lost += 1
+            continue
+        runs = _runs(history)
+        counts = Counter(t for t, _ in runs)
         r.duplicated += sum(c - 1 for c in counts.values() if c > 1)
+        for t, group in runs:
+            problem = _group_problem(group, records.get(t or ""), open_tool_calls) or _steered_problem(
+                group, r.statuses.get(t or "")
+            )
+            r.tool_calls += sum(len(m.tool_calls) for m in group if isinstance(m, AIMessage))
+            if problem is None:
+                continue
+            r.violations.append(f"{session_id}: turn {t}: {problem}")
+            if problem.startswith("tool"):
+                r.malformed_tool_groups += 1
+            else:
+                r.partial += 1
         expected = [st.turn_id for st in statuses if st.state in IN_HISTORY]
         missing = [t for t in expected if t not in counts]
         r.lost += len(missing)
@@ -117,12 +149,12 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
                 f"{session_id}: history holds turns that neither completed nor were interrupted: {extra}"
             )
             r.duplicated += len(extra)
-        dedup = list(dict.fromkeys(pairs))
+        dedup = list(dict.fromkeys(t for t, _ in runs))
         if [t for t in dedup if t in set(expected)] != [t for t in expected if t in counts]:
             r.out_of_order += 1
             r.violations.append(f"{session_id}: history order differs from enqueue order")
 
-        spans = await _attempt_spans(producer, [st.turn_id for st in statuses])
+        spans = _attempt_spans(records)
         r.unrecorded_ends += sum(1 for _, end, _ in spans if end is None)
         # The latest end seen so far (and whose), apart for excused attempts.
         latest: dict[bool, tuple[int, str]] = {}
@@ -147,45 +179,79 @@ async def check(producer: ChatProducer, sent: dict[str, list[str]], excused: set
     return r
 
 
-def _groups(history: list[BaseMessage]) -> list[tuple[str | None, list[BaseMessage]]]:
-    """The history as runs of consecutive messages of one turn."""
-    groups: list[tuple[str | None, list[BaseMessage]]] = []
-    for m in history:
-        tid = turn_id_of(m)
-        if groups and groups[-1][0] == tid and groups[-1][1][-1].type == "human":
-            groups[-1][1].append(m)
-        else:
-            groups.append((tid, [m]))
-    return groups
-
-
-def _group_problem(msgs: list[BaseMessage], st: TurnStatus | None) -> str | None:
-    """What is wrong with one turn's run of history entries, if anything."""
-    if len(msgs) < 2 or msgs[-1].type != "ai" or any(m.type != "human" for m in msgs[:-1]):
-        return "not its user message(s) followed by one reply"
-    if st is None:
-        return None  # not a turn the caller sent: counted as extra below
-    if [m.text for m in msgs[:-1]] != st.texts:
-        return f"its user messages are not the {len(st.texts)} text(s) the turn answers"
-    if is_interrupted(msgs[-1]) != (st.state is TurnState.interrupted):
-        return f"reply {'marked' if is_interrupted(msgs[-1]) else 'not marked'} interrupted, turn {st.state.value}"
-    return None
-
-
-async def _attempt_spans(producer: ChatProducer, turn_ids: list[str]) -> list[tuple[int, int | None, str]]:
-    """(start ms, end ms or None, "<turn>#<attempt>") of every recorded generation attempt."""
+async def _records(producer: ChatProducer, turn_ids: list[str]) -> dict[str, dict[str, str]]:
     async with producer.redis.pipeline(transaction=False) as pipe:
         for tid in turn_ids:
             pipe.hgetall(producer.keys.turn(tid))
         records: list[dict[str, str]] = await pipe.execute()
+    return dict(zip(turn_ids, records, strict=True))
+
+
+def _attempt_spans(records: dict[str, dict[str, str]]) -> list[tuple[int, int | None, str]]:
+    """(start ms, end ms or None, "<turn>#<attempt>") of every recorded generation attempt."""
     spans: list[tuple[int, int | None, str]] = []
-    for tid, rec in zip(turn_ids, records, strict=True):
+    for tid, rec in records.items():
         for n in range(1, int(rec.get("attempts", 0)) + 1):
             start = rec.get(f"a{n}s")
             if start is not None:
                 end = rec.get(f"a{n}e")
                 spans.append((int(start), int(end) if end is not None else None, f"{tid}#{n}"))
     return spans
+
+
+def _runs(history: list[BaseMessage]) -> list[tuple[str | None, list[BaseMessage]]]:
+    """The history as consecutive runs of one turn's entries."""
+    runs: list[tuple[str | None, list[BaseMessage]]] = []
+    for m in history:
+        t = turn_id_of(m)
+        if runs and runs[-1][0] == t and not is_turn_start(m):
+            runs[-1][1].append(m)
+        else:
+            runs.append((t, [m]))
+    return runs
+
+
+def _group_problem(group: list[BaseMessage], record: dict[str, str] | None, open_tool_calls: bool) -> str | None:
+    """What is wrong with one turn's entries, or None. Problems with tool calls start with "tool"."""
+    if not is_turn_start(group[0]) or group[0].type != "human":
+        return "its entries do not start with its user message"
+    written = (record or {}).get("entries")
+    if written is not None and len(group) != int(written):
+        return f"{len(group)} entries in the history, but its commit wrote {written} (a half turn)"
+    if len(group) < 2:
+        return "its user message has nothing after it"
+    open_calls: set[str] = set()
+    answered: set[str] = set()
+    for m in group[1:]:
+        if isinstance(m, ToolMessage):
+            if m.tool_call_id not in open_calls or m.tool_call_id in answered:
+                return f"tool result {m.tool_call_id!r} answers no call right before it (or answers it twice)"
+            answered.add(m.tool_call_id)
+            continue
+        if open_calls - answered:
+            return f"tool calls {sorted(open_calls - answered)} are not answered right after them"
+        open_calls, answered = ({c["id"] or "" for c in m.tool_calls} if isinstance(m, AIMessage) else set()), set()
+    if open_calls - answered and not open_tool_calls:
+        return f"tool calls {sorted(open_calls - answered)} end the turn unanswered"
+    if not isinstance(group[-1], AIMessage) and not (open_tool_calls and open_calls):
+        return "tool results end the turn: no answer after them"
+    return None
+
+
+def _steered_problem(group: list[BaseMessage], st: TurnStatus | None) -> str | None:
+    """What is wrong with a turn's entries as its user messages and its stop say, or None: they open
+    with one user message per text it answers, and only an interrupted turn's reply is marked."""
+    if st is None:
+        return None  # not a turn the caller sent: counted as extra
+    users = [m.text for m in group[: len(st.texts)] if m.type == "human"]
+    if users != st.texts or (len(group) > len(st.texts) and group[len(st.texts)].type == "human"):
+        return f"its user messages are not the {len(st.texts)} text(s) the turn answers"
+    marked = [m for m in group if is_interrupted(m)]
+    if st.state is TurnState.interrupted and marked != group[-1:]:
+        return "an interrupted turn whose last entry is not its reply marked interrupted"
+    if st.state is not TurnState.interrupted and marked:
+        return f"a reply marked interrupted in a {st.state.value} turn"
+    return None
 
 
 def _concurrency(intervals: list[tuple[datetime, datetime, str]]) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from chatlane.jobs import job_key
 from chatlane.keys import Keys
-from producer import ChatProducer, RedisUnavailable, TurnStatus
+from producer import ChatProducer, RedisUnavailable, ReplicationTimeout, TurnStatus
 
 
 def worker_pid(token_or_worker_id: str) -> int:
@@ -110,13 +110,14 @@ async def enqueue_until_acked(
 ) -> tuple[TurnStatus, int]:
     """Enqueue the way a careful client does through outages: retry with the same idempotency
     key until Redis acknowledges, so a turn whose enqueue ran but whose reply was lost is not
-    sent twice. Returns the status and how many attempts failed with RedisUnavailable."""
+    sent twice. Returns the status and how many attempts failed (RedisUnavailable, or
+    ReplicationTimeout: on the primary but not on enough replicas yet)."""
     deadline = time.monotonic() + timeout
     failures = 0
     while True:
         try:
-            return (await producer.enqueue(session, text, idempotency_key)), failures
-        except RedisUnavailable:
+            return (await producer.enqueue(session, text, idempotency_key=idempotency_key)), failures
+        except (RedisUnavailable, ReplicationTimeout):
             failures += 1
             if time.monotonic() > deadline:
                 raise

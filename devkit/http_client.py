@@ -76,11 +76,19 @@ class HttpChatClient:
         await self._http.aclose()
 
     async def enqueue(
-        self, session_id: str, text: str, idempotency_key: str | None = None, *, on_busy: str | None = None
+        self,
+        session_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        on_busy: str | None = None,
     ) -> TurnStatus:
         body: dict[str, Any] = {"text": text}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        if metadata is not None:
+            body["metadata"] = metadata
         if on_busy is not None:
             body["on_busy"] = on_busy
         resp = await self._http.post(f"/v1/sessions/{session_id}/turns", json=body)

@@ -2,6 +2,13 @@
 runs over HTTP in tests and benchmarks. Streams replies as SSE, records every request body,
 and sets TCP_NODELAY (no Nagle/delayed-ACK artefacts in latency figures).
 
+Like the real API it calls tools and enforces the message-order rules of tool calls
+(devkit/openai_rules.py): a user message with ``!tool=NAME:{json}`` gets an assistant message that
+calls those tools (streamed as tool-call deltas); a request that ends with tool results gets an
+answer that quotes them; a request that breaks the rules gets HTTP 400, and is kept in
+``rejected``. ``!empty`` in the user message gets an empty reply. With
+``stream_options.include_usage`` the stream ends with a usage chunk.
+
 It is also the witness for G1 at the model: it counts the generations in flight per
 conversation (keyed by the conversation's first user message, which every request of a session
 repeats while the history fits the window) and records when each request arrived and when its
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from devkit.openai_rules import order_violation, tool_call_deltas, tool_calls_message, tool_directives, tool_results
 from devkit.redis_server import free_port
 
 
@@ -45,11 +53,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.loads(raw or b"{}")
         stub = self.server.stub
         received = time.perf_counter()
         with stub.lock:
             stub.requests.append(body)
+            stub.raw_requests.append(raw)
             stub.received_at.append(received)
             stub.received_at_monotonic.append(time.monotonic())
             n = len(stub.requests)
@@ -60,42 +70,49 @@ class _Handler(BaseHTTPRequestHandler):
         if limited:
             self._rate_limited(stub.retry_after)
             return
-        reply = stub.reply_for(body, n)
-        size = max(1, -(-len(reply) // stub.chunks)) if stub.chunks else 8
-        pieces = [reply[i : i + size] for i in range(0, len(reply), size)] or [""]
+        violation = order_violation(body.get("messages", []))
+        if violation is not None:
+            with stub.lock:
+                stub.rejected.append((violation, body))
+            error = {
+                "error": {"message": violation, "type": "invalid_request_error", "param": "messages", "code": None}
+            }
+            self._send_json(400, error)
+            return
+        calls = stub.calls_for(body)
+        reply = "" if calls else stub.reply_for(body, n)
+        finish = "tool_calls" if calls else "stop"
         if not body.get("stream"):
-            payload = {
+            message = tool_calls_message(calls, n) if calls else {"role": "assistant", "content": reply}
+            self._send_json(200, {
                 "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            }  # fmt: skip
-            data = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": _usage(body, reply),
+            })  # fmt: skip
             stub.finished_at.append(time.perf_counter())
             return
+        if calls:
+            deltas = tool_call_deltas(calls, n)
+        else:
+            size = max(1, -(-len(reply) // stub.chunks)) if stub.chunks else 8
+            pieces = [reply[i : i + size] for i in range(0, len(reply), size)] or [""]
+            deltas = [{"content": p} for p in pieces]
+            deltas[0]["role"] = "assistant"
         span = stub.begin(conversation_of(body))
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for i, piece in enumerate(pieces):
-                if stub.delay_s and self._client_closed(stub.delay_s / len(pieces)):
+            for delta in deltas:
+                if stub.delay_s and self._client_closed(stub.delay_s / len(deltas)):
                     stub.end(span, closed_by_client=True)
                     return
-                delta: dict[str, Any] = {"content": piece}
-                if i == 0:
-                    delta["role"] = "assistant"
                 self._event(_chunk(n, body["model"], delta, None))
-            self._event(_chunk(n, body["model"], {}, "stop"))
-            prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
-            completion = len(reply) // 4 + 1
-            stub.count_tokens(prompt + completion)
+            self._event(_chunk(n, body["model"], {}, finish))
+            usage = _usage(body, reply)
+            stub.count_tokens(usage["total_tokens"])
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
                 self._event({**_chunk(n, body["model"], {}, None), "choices": [], "usage": usage})
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
@@ -105,6 +122,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stub.end(span)
         stub.finished_at.append(time.perf_counter())
+
+    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _rate_limited(self, retry_after: str | None) -> None:
         data = json.dumps(
@@ -133,6 +158,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
+    completion = len(reply) // 4 + 1
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def conversation_of(body: dict[str, Any]) -> str:
@@ -166,6 +197,8 @@ class OpenAIStub:
         self.chunks = chunks
         self.port = free_port()
         self.requests: list[dict[str, Any]] = []
+        self.raw_requests: list[bytes] = []  # the bodies as they came over the wire
+        self.rejected: list[tuple[str, dict[str, Any]]] = []  # (why, body) of requests answered 400
         self.received_at: list[float] = []
         self.received_at_monotonic: list[float] = []
         self.finished_at: list[float] = []
@@ -189,7 +222,19 @@ class OpenAIStub:
 
     def reply_for(self, body: dict[str, Any], n: int) -> str:
         last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        if "!empty" in str(last_user):
+            return ""
+        results = tool_results(body["messages"])
+        if results:
+            return f"stub reply {n}: the tools said " + "; ".join(f"{name} -> {out}" for name, out in results)
         return f"stub reply {n} to: {last_user}"
+
+    def calls_for(self, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The tools to call in answer to a request that ends with a user message asking for them."""
+        messages = body.get("messages") or [{}]
+        if messages[-1].get("role") != "user":
+            return []
+        return tool_directives(str(messages[-1].get("content") or ""))
 
     def begin(self, conversation: str) -> Span:
         span = Span(conversation, time.monotonic())

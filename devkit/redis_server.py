@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -51,9 +51,14 @@ def responds(host: str, port: int, timeout: float = 0.3) -> bool:
 
 
 class RedisServer:
-    def __init__(self, *, appendfsync: Fsync | None = None, port: int | None = None) -> None:
+    """``extra_args`` go on the command line after chatlane's own (e.g. ``--replicaof host port``)."""
+
+    def __init__(
+        self, *, appendfsync: Fsync | None = None, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="chatlane-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -61,14 +66,17 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def command(self) -> list[str]:
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--logfile", str(self.dir / "redis.log"), "--maxclients", "4000"]  # fmt: skip
         if self.appendfsync:
             args += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         else:
             args += ["--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return args + self.extra_args
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not responds("127.0.0.1", self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -11,6 +11,12 @@ carry fault directives (always fail, fail once mid-stream, hang once, run longer
 shutdown grace). After the run, producers stop, faults stop, every accepted turn must end, and
 ``devkit.check`` checks them all. Exit status 1 if any invariant broke, a session waited longer
 than its recovery bound, a worker outlived its shutdown grace, or a worker died unasked.
+
+``--redis sentinel`` runs it against a Sentinel group instead of one redis-server, with
+CHATLANE_REDIS_MIN_REPLICAS_ACK=1 (``--min-replicas-ack``): the Redis faults then hit the
+current primary and make the sentinels fail over, and two more join the deck, a primary that
+dies with its last writes unsent (``failover``) and a planned switch (``switch``); see
+``devkit.soak_redis``. ``make soak`` runs both, one after the other.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 import signal
@@ -31,17 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from chatlane.keys import Keys
 from devkit import faults
 from devkit.blackhole import BlackholeProxy
 from devkit.check import Report, check
 from devkit.processes import WorkerProcess, worker_env
-from devkit.redis_server import RedisServer
-from producer import ChatProducer, RedisUnavailable, Settings, TurnState
+from devkit.redis_server import Fsync
+from devkit.soak_redis import Sentinel, Single, down_time
+from producer import ChatProducer, RedisUnavailable, ReplicationTimeout, Settings, TurnState
 
 MARGIN_S = 1.5  # polling, process start-up and a busy 2-core machine, on top of derived bounds
 
@@ -61,6 +64,8 @@ class Options:
     model_timeout_s: float
     keep_logs: bool
     faults: str
+    redis: str
+    min_replicas_ack: int
 
     def worker_env(self) -> dict[str, str]:
         settings = {
@@ -96,15 +101,15 @@ class Tally:
 
 
 class Soak:
-    def __init__(self, opts: Options, server: RedisServer, log_dir: Path) -> None:
+    def __init__(self, opts: Options, redis: Single | Sentinel, log_dir: Path) -> None:
         self.opts = opts
-        self.server = server
+        self.redis = redis
         self.log_dir = log_dir
         self.rng = random.Random(opts.seed)
         self.prefix = f"soak{opts.seed}"
         self.keys = Keys(self.prefix)
-        self.settings = Settings(redis_url=server.url, key_prefix=self.prefix)
-        self.env = worker_env(server.url, self.prefix, opts.worker_env())
+        self.settings = Settings.model_validate({**redis.settings(), "key_prefix": self.prefix})
+        self.env = worker_env(self.settings.redis_url, self.prefix, {**opts.worker_env(), **redis.env()})
         self.workers: list[WorkerProcess] = []
         self.retired: set[int] = set()  # pids we stopped on purpose
         self.proxies: dict[int, BlackholeProxy] = {}  # pid -> the proxy between it and Redis
@@ -113,19 +118,18 @@ class Soak:
         self.sent: dict[str, list[str]] = {s: [] for s in self.sessions}
         self.tally = Tally()
         # The soak's own reads ride out the outages it causes.
-        self.raw = Redis.from_url(
-            server.url,
-            decode_responses=True,
-            socket_timeout=10,
-            retry=Retry(ExponentialBackoff(cap=1.0), 10),
-            retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
-        )
+        self.raw = redis.raw_client()
 
     # -- processes ---------------------------------------------------------------------------
 
     async def start_worker(self) -> WorkerProcess:
-        """A worker that reaches Redis through a proxy of its own, so it can be partitioned."""
-        proxy = await BlackholeProxy(self.server.port).__aenter__()
+        """A worker; with one redis-server it reaches it through a proxy of its own, so it can be
+        partitioned (a Sentinel group's workers follow the primary themselves)."""
+        if not isinstance(self.redis, Single):
+            w = WorkerProcess(self.env, self.log_dir / f"worker{len(self.workers):03d}.log").start()
+            self.workers.append(w)
+            return w
+        proxy = await BlackholeProxy(self.redis.server.port).__aenter__()
         env = {**self.env, "CHATLANE_REDIS_URL": proxy.url}
         w = WorkerProcess(env, self.log_dir / f"worker{len(self.workers):03d}.log").start()
         self.workers.append(w)
@@ -223,9 +227,9 @@ class Soak:
     async def running_attempts(self, held: dict[str, str]) -> set[str]:
         out: set[str] = set()
         for s in held:
-            head = await self.raw.lindex(self.keys.session(s).inbox, 0)
+            head = await self.raw.lindex(self.keys.session(s).inbox, 0)  # type: ignore[misc]
             if head:
-                attempts = await self.raw.hget(self.keys.turn(head), "attempts")
+                attempts = await self.raw.hget(self.keys.turn(head), "attempts")  # type: ignore[misc]
                 out.add(f"{head}#{attempts}")
         return out
 
@@ -274,30 +278,21 @@ class Soak:
         return True
 
     async def redis_restart(self) -> bool:
-        async def act() -> None:
-            self.server.kill()
-            self.server.start()
-
-        return await self.redis_fault("redis_restart", act)
+        return await self.redis_fault("redis_restart", self.redis.restart)
 
     async def redis_outage(self) -> bool:
-        async def act() -> None:
-            self.server.kill()
-            await asyncio.sleep(self.rng.uniform(2, 4))
-            self.server.start()
-
-        return await self.redis_fault("redis_outage", act)
+        return await self.redis_fault("redis_outage", lambda: self.redis.outage(down_time(self.rng)))
 
     async def redis_hang(self) -> bool:
-        async def act() -> None:
-            assert self.server.proc is not None
-            os.kill(self.server.proc.pid, signal.SIGSTOP)
-            try:
-                await asyncio.sleep(self.rng.uniform(2, 4))
-            finally:
-                os.kill(self.server.proc.pid, signal.SIGCONT)
+        return await self.redis_fault("redis_hang", lambda: self.redis.hang(down_time(self.rng)))
 
-        return await self.redis_fault("redis_hang", act)
+    async def failover(self) -> bool:
+        assert isinstance(self.redis, Sentinel)
+        return await self.redis_fault("failover", self.redis.failover)
+
+    async def switch(self) -> bool:
+        assert isinstance(self.redis, Sentinel)
+        return await self.redis_fault("switch", self.redis.switch)
 
     async def lost_drain_job(self) -> bool:
         """Delete queued drain jobs by hand. Workers claim a queued job within a poll, so they are
@@ -323,11 +318,14 @@ class Soak:
 
     FAULTS: tuple[tuple[str, int], ...] = (
         ("sigkill", 4), ("sigstop", 2), ("sigterm", 2), ("lost_drain_job", 2), ("partition", 2),
-        ("redis_restart", 1), ("redis_outage", 1), ("redis_hang", 1),
+        ("redis_restart", 1), ("redis_outage", 1), ("redis_hang", 1), ("failover", 2), ("switch", 1),
     )  # fmt: skip
+    # Kinds only some Redis setups support (soak_redis.Single.kinds / Sentinel.kinds): failovers need a
+    # Sentinel group; partitions put a proxy between each worker and one redis-server.
+    REDIS_ONLY = frozenset(("failover", "switch", "partition"))
 
     async def inject(self, until: float) -> None:
-        chosen = set(self.opts.faults.split(","))
+        chosen = set(self.opts.faults.split(",")) - (self.REDIS_ONLY - set(self.redis.kinds))
         deck: list[str] = []
         while time.monotonic() < until:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.opts.fault_every_s)
@@ -382,7 +380,7 @@ class Soak:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(TimeoutError, ReplicationTimeout):
                     await producer.wait(t, left)
 
 
@@ -390,7 +388,8 @@ def summary(soak: Soak, report: Report, stats: dict[str, int], elapsed: float) -
     t, o = soak.tally, soak.opts
     retried = sum(1 for st in report.statuses.values() if st.state is TurnState.completed and st.attempts > 1)
     rows: list[tuple[str, str]] = [
-        ("duration", f"{elapsed / 60:.1f} min, {o.workers} workers, {report.sessions} sessions, AOF {o.appendfsync}"),
+        ("duration", f"{elapsed / 60:.1f} min, {o.workers} workers, {report.sessions} sessions"),
+        ("redis", soak.redis.describe()),
         ("turns accepted", str(report.accepted)),
         ("completed", f"{report.completed} ({retried} after model retries)"),
         ("failed (with reason)", str(report.failed)),
@@ -404,6 +403,8 @@ def summary(soak: Soak, report: Report, stats: dict[str, int], elapsed: float) -
         ("stuck (not ended)", str(report.unfinished)),
     ]
     for kind, _ in Soak.FAULTS:
+        if kind in Soak.REDIS_ONLY and kind not in soak.redis.kinds:
+            continue
         rows.append((f"fault: {kind}", str(t.faults[kind])))
     rows.append(("fault: model (per attempt)", "fail 20%, fail mid-stream 5%, hang past timeout 2%"))
     rows += [(f"fault: turns with {d}", str(n)) for d, n in sorted(t.directives.items())]
@@ -414,8 +415,9 @@ def summary(soak: Soak, report: Report, stats: dict[str, int], elapsed: float) -
         ("enqueue attempts refused (retried)", str(t.enqueue_failures)),
     ]
     # Holder faults and Redis faults: lease TTL + sweep; a lost drain job: the next sweep.
-    holder_faults = ("sigkill", "sigstop", "partition", "redis_restart", "redis_outage", "redis_hang")
-    bounds = dict.fromkeys(holder_faults, o.recovery_bound_s)
+    # Redis faults and failovers are measured from when Redis takes acknowledged writes again.
+    redis_faults = ("redis_restart", "redis_outage", "redis_hang", "failover", "switch")
+    bounds = dict.fromkeys(("sigkill", "sigstop", "partition", *redis_faults), o.recovery_bound_s)
     bounds["lost_drain_job"] = o.sweep_interval_s + MARGIN_S
     over = 0
     for kind, waits in sorted(t.recoveries.items()):
@@ -426,6 +428,10 @@ def summary(soak: Soak, report: Report, stats: dict[str, int], elapsed: float) -
         if bound:
             over += sum(w > bound for w in waits)
         rows.append((f"longest wait to resume: {kind}", f"{max(waits):.2f}s over {len(waits)} sessions{note}"))
+    if isinstance(soak.redis, Sentinel) and soak.redis.promotions:
+        waits = sorted(soak.redis.promotions)
+        rows.append(("failovers: fault → promotion", f"{len(waits)}, median {waits[len(waits) // 2]:.2f}s, "
+                                                     f"longest {waits[-1]:.2f}s"))  # fmt: skip
     rows += [
         ("waits over the bound", str(over)),
         ("workers slow to stop after SIGTERM", str(t.slow_shutdowns)),
@@ -459,19 +465,24 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--keep-logs", action="store_true", help="keep worker logs even if all is well")
     kinds = ",".join(k for k, _ in Soak.FAULTS)
     p.add_argument("--faults", default=kinds, help=f"comma-separated subset of {kinds}")
+    p.add_argument(
+        "--redis", choices=["single", "sentinel"], default="single", help="one redis-server, or a Sentinel group"
+    )
+    p.add_argument("--min-replicas-ack", type=int, default=1, help="with --redis sentinel (default 1)")
     return Options(**vars(p.parse_args(argv)))
 
 
 async def amain(opts: Options, log_dir: Path) -> bool:
     print(f"soak: seed {opts.seed}, {opts.minutes:g} min, logs in {log_dir}", flush=True)
-    server = RedisServer(appendfsync=opts.appendfsync).start()  # type: ignore[arg-type]
-    soak = Soak(opts, server, log_dir)
+    fsync: Fsync = "always" if opts.appendfsync == "always" else "everysec"
+    redis = Single(fsync) if opts.redis == "single" else Sentinel(fsync, opts.min_replicas_ack)
+    soak = Soak(opts, redis, log_dir)
     try:
         report, stats, elapsed = await soak.run()
     finally:
         for w in soak.workers:
             w.stop()
-        server.close()
+        redis.close()
     rows, ok = summary(soak, report, stats, elapsed)
     print(table(rows))
     for problem in [*report.violations[:20], *soak.tally.problems[:20]]:

@@ -10,18 +10,25 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from chatlane.keys import WORKER_HEARTBEAT_S
-from chatlane.messages import turn_id_of
 from chatlane.settings import Settings, get_settings
 from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
-from producer.api_schemas import CancelRequest, Health, Message, MessagePage, Ready, SessionTurns, TurnRequest
+from producer.api_schemas import (
+    CancelRequest,
+    Health,
+    MessagePage,
+    Ready,
+    SessionTurns,
+    TurnRequest,
+    message_of,
+)
 from producer.client import ChatProducer
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
 
@@ -31,7 +38,6 @@ log = logging.getLogger("chatlane.api")
 READY_HEARTBEAT_S = 5 * WORKER_HEARTBEAT_S
 KEEPALIVE_S = 15.0
 MAX_PAGE = 1000
-_ROLES: dict[str, Literal["user", "assistant"]] = {"human": "user", "ai": "assistant"}
 
 _LOCATION = {"Location": {"description": "the turn's URL, /v1/turns/{turn_id}", "schema": {"type": "string"}}}
 
@@ -75,8 +81,8 @@ def v1_router(auth: bool) -> APIRouter:
         session_id: SessionId, body: TurnRequest, response: Response, producer: Producer
     ) -> TurnStatus:
         enq = await producer.submit(
-            session_id, body.text, body.idempotency_key, webhook_url=body.webhook_url, on_busy=body.on_busy,
-            expires_after_s=body.expires_after_s,
+            session_id, body.text, idempotency_key=body.idempotency_key, metadata=body.metadata,
+            webhook_url=body.webhook_url, on_busy=body.on_busy, expires_after_s=body.expires_after_s,
         )  # fmt: skip
         response.status_code = 202 if enq.created else 200
         response.headers["Location"] = f"{API_PREFIX}/turns/{enq.status.turn_id}"
@@ -173,10 +179,7 @@ def v1_router(auth: bool) -> APIRouter:
     ) -> MessagePage:
         """The newest `limit` messages (before `before`), oldest first; page back with `next_before`."""
         page = await producer.history_page(session_id, limit, before=before)
-        messages = [
-            Message(index=page.start + i, role=_ROLES[m.type], content=m.text, turn_id=turn_id_of(m))
-            for i, m in enumerate(page.messages)
-        ]
+        messages = [message_of(page.start + i, m) for i, m in enumerate(page.messages)]
         start = page.start
         return MessagePage(
             session_id=session_id, total=page.total, messages=messages, next_before=start if start > 0 else None

@@ -52,11 +52,14 @@ _DESCRIPTIONS = {
     409: "the idempotency key already names a turn with a different text (`idempotency_conflict`), "
     "the turn has ended and cannot be cancelled (`turn_not_cancellable`), or on_busy=reject and the session "
     "has a queued or running turn (`session_busy`)",
-    413: "body larger than the cap (`body_too_large`) or text longer than CHATLANE_MAX_TEXT_CHARS (`text_too_long`)",
+    413: "body larger than the cap (`body_too_large`), text longer than CHATLANE_MAX_TEXT_CHARS (`text_too_long`), "
+    "or metadata over 4 KiB as JSON (`metadata_too_large`)",
     422: "invalid input (`invalid_input`): see `detail`; a webhook URL whose host is not allowed "
     "(`webhook_not_allowed`)",
     429: "the session already has CHATLANE_MAX_QUEUED_PER_SESSION waiting turns (`session_queue_full`)",
-    503: "Redis is unreachable (`redis_unavailable`)",
+    503: "Redis is unreachable (`redis_unavailable`), or, with CHATLANE_REDIS_MIN_REPLICAS_ACK set, too few "
+    "replicas confirmed the write or the turn's end in time (`replication_timeout`; an enqueue is then on the "
+    "primary but not acknowledged: retry it with the same idempotency key)",
 }
 
 

@@ -11,18 +11,19 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatlane.turns import MAX_METADATA_BYTES
 from producer.api_errors import error_response
 
 API_PREFIX = "/v1"
 
 
 def body_limit_bytes(max_text_chars: int) -> int:
-    """Largest JSON body that can carry a text of ``max_text_chars`` characters.
+    """Largest JSON body that can carry a text of ``max_text_chars`` characters and the largest metadata.
 
-    A JSON encoder may escape one character as a 12-byte surrogate pair (``\\ud83d\\ude00``);
-    4 KiB covers the idempotency key and the JSON around them.
+    A JSON encoder may escape one character as a 12-byte surrogate pair (``\\ud83d\\ude00``), and
+    one byte of metadata as six (``\\u0001``); 4 KiB covers the idempotency key and the JSON around them.
     """
-    return 12 * max_text_chars + 4096
+    return 12 * max_text_chars + 6 * MAX_METADATA_BYTES + 4096
 
 
 class BodyTooLarge(HTTPException):

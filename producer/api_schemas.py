@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatlane.turns import IDEMPOTENCY_KEY_PATTERN, MAX_EXPIRES_AFTER_S, OnBusy, TurnStatus
+from chatlane.errors import HistoryEntryUnreadable
+from chatlane.messages import turn_id_of
+from chatlane.turns import IDEMPOTENCY_KEY_PATTERN, MAX_EXPIRES_AFTER_S, MAX_METADATA_BYTES, OnBusy, TurnStatus
 from chatlane.webhooks import MAX_URL_CHARS
 
 
@@ -23,6 +26,11 @@ class TurnRequest(BaseModel):
         None,
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="repeat it to get the same turn back (200) instead of a new one; scoped to the session",
+    )
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description=f"any JSON object of at most {MAX_METADATA_BYTES} bytes encoded (else 413 "
+        "`metadata_too_large`): kept on the turn and handed to the worker's handler",
     )
     webhook_url: str | None = Field(
         None,
@@ -62,11 +70,50 @@ class SessionTurns(BaseModel):
     turns: list[TurnStatus] = Field(description="the session's live turns, in the order they run")
 
 
+class ToolCall(BaseModel):
+    id: str | None = Field(description="the id a `tool` message answers with `tool_call_id`")
+    name: str
+    args: dict[str, Any]
+
+
+Role = Literal["user", "assistant", "system", "tool", "unreadable"]
+
+
 class Message(BaseModel):
     index: int = Field(description="0-based position in the session history; pass as `before` to page back")
-    role: Literal["user", "assistant"]
-    content: str
+    role: Role = Field(description="`unreadable`: a stored entry that cannot be decoded (see `error`)")
+    content: str = Field(description="the message's text (the text blocks of a list-of-blocks content)")
     turn_id: str | None = Field(description="the turn that wrote this message")
+    tool_calls: list[ToolCall] | None = Field(None, description="assistant messages that call tools")
+    tool_call_id: str | None = Field(None, description="`tool` messages: the call this result answers")
+    name: str | None = Field(None, description="`tool` messages: the tool's name")
+    error: str | None = Field(None, description="`unreadable` entries: why it cannot be decoded")
+
+
+_ROLES: dict[str, Role] = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
+
+
+def message_of(index: int, m: BaseMessage | HistoryEntryUnreadable) -> Message:
+    """A history entry as the API shows it."""
+    if isinstance(m, HistoryEntryUnreadable):
+        return Message(index=index, role="unreadable", content="", turn_id=None, error=str(m))
+    role = _ROLES.get(m.type, "assistant")
+    if isinstance(m, ChatMessage) and m.role in ("user", "assistant", "system", "tool"):
+        role = m.role  # type: ignore[assignment]
+    calls = None
+    if isinstance(m, AIMessage) and (m.tool_calls or m.invalid_tool_calls):
+        calls = [ToolCall(id=c["id"], name=c["name"], args=c["args"]) for c in m.tool_calls]
+        calls += [ToolCall(id=c["id"], name=c["name"] or "", args={}) for c in m.invalid_tool_calls]
+    tool = m if isinstance(m, ToolMessage) else None
+    return Message(
+        index=index,
+        role=role,
+        content=m.text,
+        turn_id=turn_id_of(m),
+        tool_calls=calls,
+        tool_call_id=tool.tool_call_id if tool else None,
+        name=tool.name if tool else None,
+    )
 
 
 class MessagePage(BaseModel):

@@ -8,24 +8,26 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect
+from chatlane.connection import BLOCK_MS, REDIS_DOWN, connect, where
 from chatlane.errors import (
+    HistoryEntryUnreadable,
     IdempotencyConflict,
     RedisUnavailable,
+    ReplicationTimeout,
     TurnNotFound,
     WaitTimeout,
     WebhookNotAllowed,
 )
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
-from chatlane.messages import decode_messages, page_bounds
-from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue, Expire, Joined
+from chatlane.messages import decode_entry, page_bounds
+from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue, Expire, Joined, Replication
 from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
@@ -36,6 +38,7 @@ from chatlane.turns import (
     WebhookLog,
     validate_expires_after,
     validate_idempotency_key,
+    validate_metadata,
     validate_session_id,
     validate_text,
     validate_turn_id,
@@ -58,7 +61,8 @@ class Enqueued:
 class HistoryPage:
     start: int  # index of the first message in the session history
     total: int  # messages in the whole history
-    messages: list[BaseMessage]
+    # oldest first; an entry that cannot be decoded is there as the error that says why
+    messages: list[BaseMessage | HistoryEntryUnreadable]
 
 
 class ChatProducer(Steering):
@@ -74,8 +78,9 @@ class ChatProducer(Steering):
         self.keys = Keys(self.settings.key_prefix)
         self._own_redis = redis is None
         self.redis = redis if redis is not None else connect(self.settings)
-        self._enqueue = Enqueue(self.redis, self.keys, self.settings)
-        self._cancel = Cancel(self.redis, self.keys, self.settings)
+        self._replication = Replication.of(self.settings, self.keys)
+        self._enqueue = Enqueue(self.redis, self.keys, self.settings, self._replication)
+        self._cancel = Cancel(self.redis, self.keys, self.settings, self._replication)
         self._expire = Expire(self.redis, self.keys, self.settings)
         self._redeliver = WebhookRedeliver(self.redis, self.keys)
 
@@ -93,11 +98,16 @@ class ChatProducer(Steering):
         try:
             return await fn()
         except REDIS_DOWN as e:
-            raise RedisUnavailable(f"Redis at {self._where()} is unavailable: {e}") from e
+            raise RedisUnavailable(f"Redis at {where(self.settings)} is unavailable: {e}") from e
 
-    def _where(self) -> str:
-        url = self.settings.redis_url
-        return url.rsplit("@", 1)[-1]  # never echo credentials
+    async def _replicated(self, what: str) -> None:
+        """Raises ReplicationTimeout unless everything read so far is on enough replicas.
+
+        A turn's end (status, stream end, history) is reported only once it is replicated: the
+        worker's commit waits for its replicas, but the primary shows the commit to readers at
+        once, and a failover in between would take back a reply the client has already seen."""
+        acked = await self._call(lambda: self._replication.confirm(self.redis))
+        self._replication.require(acked, what)
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -105,37 +115,43 @@ class ChatProducer(Steering):
         self,
         session_id: str,
         text: str,
-        idempotency_key: str | None = None,
         *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         on_busy: OnBusy | str | None = None,
         expires_after_s: float | None = None,
     ) -> TurnStatus:
-        return (
-            await self.submit(
-                session_id, text, idempotency_key, webhook_url=webhook_url, on_busy=on_busy,
-                expires_after_s=expires_after_s,
-            )
-        ).status  # fmt: skip
+        """Enqueue a turn. ``metadata``: a JSON object of at most 4 KiB encoded, kept on the turn
+        (``TurnStatus.metadata``) and handed to the worker's handler. ``webhook_url`` (default
+        CHATLANE_WEBHOOK_URL) is called back when the turn ends. ``on_busy`` and ``expires_after_s``:
+        see ``submit``."""
+        enq = await self.submit(
+            session_id, text, idempotency_key=idempotency_key, metadata=metadata, webhook_url=webhook_url,
+            on_busy=on_busy, expires_after_s=expires_after_s,
+        )  # fmt: skip
+        return enq.status
 
     async def submit(
         self,
         session_id: str,
         text: str,
-        idempotency_key: str | None = None,
         *,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         on_busy: OnBusy | str | None = None,
         expires_after_s: float | None = None,
     ) -> Enqueued:
         """Enqueue a turn; also says whether it is new, an idempotent repeat, or joined a queued turn.
-        ``webhook_url`` (default CHATLANE_WEBHOOK_URL) is called back when the turn ends. ``on_busy``
-        (default CHATLANE_ON_BUSY) says what to do while the session has a queued or running turn:
-        enqueue, reject (SessionBusy), interrupt, rollback or coalesce. ``expires_after_s`` (default
-        CHATLANE_QUEUED_TURN_TTL_S): the turn ends expired if no worker has begun it by then."""
+        ``on_busy`` (default CHATLANE_ON_BUSY) says what to do while the session has a queued or
+        running turn: enqueue, reject (SessionBusy), interrupt, rollback or coalesce.
+        ``expires_after_s`` (default CHATLANE_QUEUED_TURN_TTL_S): the turn ends expired if no worker
+        has begun it by then."""
         validate_session_id(session_id)
         validate_text(text, self.settings.max_text_chars)
         validate_idempotency_key(idempotency_key)
+        encoded_metadata = validate_metadata(metadata)
         policy = to_policy(on_busy if on_busy is not None else self.settings.on_busy)
         expires_ms = validate_expires_after(
             expires_after_s if expires_after_s is not None else self.settings.queued_turn_ttl_s
@@ -150,6 +166,7 @@ class ChatProducer(Steering):
             idempotency_key=idempotency_key,
             max_waiting=self.settings.max_queued_per_session,
             job=DrainJob.new(session_id),
+            metadata=encoded_metadata,
             webhook_url=hook,
             on_busy=policy,
             expires_after_ms=expires_ms,
@@ -175,7 +192,8 @@ class ChatProducer(Steering):
             if idempotency_key and text not in existing.texts:
                 raise IdempotencyConflict(idempotency_key, res.turn_id)
             return Enqueued(existing, created=res.turn_id == turn_id)
-        rec = {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms)}
+        rec = {"session": session_id, "text": text, "state": "queued", "created": str(res.created_ms),
+               "metadata": encoded_metadata}  # fmt: skip
         return Enqueued(TurnStatus.from_record(res.turn_id, rec, res.position), created=True)
 
     def _webhook(self, url: str | None) -> str | None:
@@ -213,11 +231,14 @@ class ChatProducer(Steering):
         if await self._expired_now(turn_id, rec):
             rec = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
         state = TurnState(rec["state"])
-        if state is TurnState.queued and position is None:
-            inbox = self.keys.session(rec["session"]).inbox
-            position = await self._call(lambda: self.redis.lpos(inbox, turn_id))  # type: ignore[arg-type,return-value]
+        if state is TurnState.queued:
+            if position is None:
+                inbox = self.keys.session(rec["session"]).inbox
+                position = await self._call(lambda: self.redis.lpos(inbox, turn_id))  # type: ignore[arg-type,return-value]
         elif state is TurnState.running:
             partial = partial_reply(await self._read_events(turn_id, "-", block_ms=None))
+        else:
+            await self._replicated(f"the end of turn {turn_id}")
         return TurnStatus.from_record(turn_id, rec, position, partial)
 
     async def wait(self, turn_id: str, timeout: float) -> TurnStatus:
@@ -225,7 +246,13 @@ class ChatProducer(Steering):
         deadline = time.monotonic() + timeout
         last = "0-0"
         while True:
-            st = await self.status(turn_id)
+            try:
+                st = await self.status(turn_id)
+            except ReplicationTimeout:
+                # Ended, but not yet on enough replicas: not an answer yet.
+                if time.monotonic() >= deadline:
+                    raise
+                continue
             if st.state.terminal:
                 return st
             left = deadline - time.monotonic()
@@ -273,8 +300,14 @@ class ChatProducer(Steering):
         return [StreamEvent.parse(i, f) for _, entries in res for i, f in entries]
 
     async def history(self, session_id: str) -> list[BaseMessage]:
-        """The whole stored history of a session, oldest first."""
-        return (await self.history_page(session_id, limit=None)).messages
+        """The whole stored history of a session, oldest first. Raises HistoryEntryUnreadable if an
+        entry cannot be decoded (``history_page`` returns the others, and that error in its place)."""
+        messages: list[BaseMessage] = []
+        for m in (await self.history_page(session_id, limit=None)).messages:
+            if isinstance(m, HistoryEntryUnreadable):
+                raise m
+            messages.append(m)
+        return messages
 
     async def history_page(self, session_id: str, limit: int | None, before: int | None = None) -> HistoryPage:
         """Up to ``limit`` messages that precede index ``before`` (default: the newest), oldest first.
@@ -286,9 +319,11 @@ class ChatProducer(Steering):
             total: int = await self.redis.llen(key)  # type: ignore[misc]
             start, end = page_bounds(total, limit, before)
             raw: list[str] = await self.redis.lrange(key, start, end - 1) if end > start else []  # type: ignore[misc]
-            return HistoryPage(start, total, decode_messages(raw))
+            return HistoryPage(start, total, [_decoded(entry, start + i) for i, entry in enumerate(raw)])
 
-        return await self._call(read)
+        page = await self._call(read)
+        await self._replicated(f"the history of session {session_id!r}")
+        return page
 
     async def history_length(self, session_id: str) -> int:
         validate_session_id(session_id)
@@ -302,3 +337,10 @@ class ChatProducer(Steering):
         """
         since_ms = int((time.time() - within_s) * 1000)
         return await self._call(lambda: self.redis.zcount(self.keys.workers, since_ms, "+inf"))
+
+
+def _decoded(raw: str, index: int) -> BaseMessage | HistoryEntryUnreadable:
+    try:
+        return decode_entry(raw, index)
+    except HistoryEntryUnreadable as e:
+        return e

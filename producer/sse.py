@@ -3,6 +3,8 @@
 Events, in order (``id:`` is the Redis Stream entry id, so ``Last-Event-ID`` resumes exactly):
 
 - ``chunk``  ``{"text": str, "attempt": int}``: append ``text`` to the reply.
+- ``tool``   ``{"name", "call_id", "phase": "call" | "result", "attempt"}``: the model asked for a
+  tool call (``call``), or the tool's answer came back (``result``).
 - ``reset``  ``{"attempt": int}``: attempt ``attempt`` starts over (a retry): discard the text
   received so far. Chunks of an older attempt that reach Redis later are never sent.
 - ``end``    the final ``TurnStatus`` JSON; its ``reply`` is authoritative. The stream closes.
@@ -80,6 +82,10 @@ async def turn_events(
             cursor = eid
             if ev.type is EventType.chunk:
                 yield frame("chunk", json.dumps({"text": ev.data, "attempt": ev.attempt}, ensure_ascii=False), ev.id)
+            elif ev.tool is not None:
+                tool = {"name": ev.tool.name, "call_id": ev.tool.call_id, "phase": ev.tool.phase.value,
+                        "attempt": ev.attempt}  # fmt: skip
+                yield frame("tool", json.dumps(tool, ensure_ascii=False), ev.id)
             else:
                 yield frame("reset", json.dumps({"attempt": ev.attempt}), ev.id)
     except ChatlaneError as e:

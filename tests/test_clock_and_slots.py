@@ -38,7 +38,7 @@ async def test_lease_tokens_never_repeat_after_the_fence_counter_rolls_back(
     assert new is not None
     assert old.token.split(":")[0] == new.token.split(":")[0] == "1"  # the counter did repeat
     assert new.token != old.token
-    entries = tuple(encode_message(m) for m in turn_messages(t.turn_id, "hello", AIMessage("stale")))
+    entries = tuple(encode_message(m) for m in turn_messages(t.turn_id, "hello", [AIMessage("stale")]))
     with pytest.raises(LeaseLost):
         await advance(session_id=s, token=old.token, finish=Finish(t.turn_id, True, "stale", entries), ended=None,
                       next=Next.begin)  # fmt: skip

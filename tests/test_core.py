@@ -221,7 +221,7 @@ async def test_a_late_chunk_cannot_create_a_stream_without_ttl(producer: ChatPro
 
     key = producer.keys.stream("a" * 32)
     pub = ChunkPublisher(StreamWriter(raw_redis, ttl_ms=60_000), key, attempt=1)
-    pub.put("late token")
+    pub.text("late token")
     await pub.aclose()
     assert await raw_redis.xlen(key) == 1
     assert 0 < await raw_redis.pttl(key) <= 60_000

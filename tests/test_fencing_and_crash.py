@@ -39,7 +39,7 @@ async def test_stale_token_cannot_commit(fleet: Fleet, producer: ChatProducer, r
     assert claimed is not None and claimed.tail == []
     assert isinstance(claimed.step, Begun) and claimed.step.turn_id == t.turn_id
 
-    entries = tuple(encode_message(m) for m in turn_messages(t.turn_id, "hello", AIMessage("hi")))
+    entries = tuple(encode_message(m) for m in turn_messages(t.turn_id, "hello", [AIMessage("hi")]))
     finish = Finish(t.turn_id, True, "hi", entries)
     # Another holder takes over (the old one was paused past its TTL).
     await raw_redis.set(sk.lease, "99:new-holder", px=10_000)

@@ -95,21 +95,21 @@ async def test_rollback_leaves_nothing_of_the_running_turn(fleet: Fleet, produce
 async def test_reject_writes_nothing_while_busy(fleet: Fleet, producer: ChatProducer, raw_redis: Redis) -> None:
     s = sid()
     # Idle session: reject accepts.
-    first = await producer.submit(s, "hello", "k1", on_busy="reject")
+    first = await producer.submit(s, "hello", idempotency_key="k1", on_busy="reject")
     assert first.created
     before = {k: await raw_redis.type(k) for k in await keys_with_prefix(raw_redis, fleet.prefix)}
     inbox = await raw_redis.lrange(producer.keys.session(s).inbox, 0, -1)
     with pytest.raises(SessionBusy) as e:
-        await producer.submit(s, "anyone there?", "k2", on_busy="reject")
+        await producer.submit(s, "anyone there?", idempotency_key="k2", on_busy="reject")
     assert e.value.code == "session_busy" and e.value.http_status == 409
     after = {k: await raw_redis.type(k) for k in await keys_with_prefix(raw_redis, fleet.prefix)}
     assert after == before and await raw_redis.lrange(producer.keys.session(s).inbox, 0, -1) == inbox
     # A repeated idempotency key is not a new turn: it answers with the turn, busy or not.
-    again = await producer.submit(s, "hello", "k1", on_busy="reject")
+    again = await producer.submit(s, "hello", idempotency_key="k1", on_busy="reject")
     assert again.status.turn_id == first.status.turn_id and not again.created
     fleet.start(1)
     assert (await producer.wait(first.status.turn_id, 20)).state is TurnState.completed
-    assert (await producer.submit(s, "anyone there?", "k2", on_busy="reject")).created
+    assert (await producer.submit(s, "anyone there?", idempotency_key="k2", on_busy="reject")).created
 
 
 async def test_coalesce_three_texts_make_one_model_call_that_sees_them_all(
@@ -118,8 +118,8 @@ async def test_coalesce_three_texts_make_one_model_call_that_sees_them_all(
     producer = quick_coalesce
     fleet.start(1)
     s = sid()
-    a = await producer.submit(s, "hi", "ka", on_busy="coalesce")
-    b = await producer.submit(s, "I need help", "kb", on_busy="coalesce")
+    a = await producer.submit(s, "hi", idempotency_key="ka", on_busy="coalesce")
+    b = await producer.submit(s, "I need help", idempotency_key="kb", on_busy="coalesce")
     c = await producer.submit(s, "with my order", on_busy="coalesce")
     assert a.created and not a.joined
     assert b.joined and c.joined and not b.created and not c.created
@@ -130,7 +130,7 @@ async def test_coalesce_three_texts_make_one_model_call_that_sees_them_all(
         "with my order",
     ]
     # Each text keeps its idempotency key: a retry of "I need help" is the same turn, not a fourth text.
-    retry = await producer.submit(s, "I need help", "kb", on_busy="coalesce")
+    retry = await producer.submit(s, "I need help", idempotency_key="kb", on_busy="coalesce")
     assert retry.status.turn_id == a.status.turn_id and retry.status.coalesced == 2 and not retry.joined
 
     done = await producer.wait(a.status.turn_id, 20)
@@ -318,3 +318,30 @@ async def test_the_stop_subscription_comes_back_after_its_connection_is_killed(
     await running_with_text(producer, t.turn_id)
     await producer.cancel(t.turn_id, keep_partial=False)
     assert (await producer.wait(t.turn_id, 10)).state is TurnState.cancelled
+
+
+async def test_stopping_an_agent_mid_tool_call_leaves_no_dangling_call(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis
+) -> None:
+    """An agent turn stopped while its tool runs: the history gets its user message and the text
+    streamed so far (none yet), never a tool call without its result; the next turn runs normally."""
+    (w,) = fleet.start(1, handler="tests.handlers:slow_agent")
+    await faults.wait_registered(raw_redis, producer.keys, [w.pid])
+    s = sid("agent-stop")
+    slow = await producer.enqueue(s, 'take your time !tool=wait:{"ms": 4000}')
+
+    async def tool_is_running() -> bool:
+        events = await producer._read_events(slow.turn_id, "-", block_ms=None)
+        return any(ev.tool is not None for ev in events)
+
+    assert await wait_async(tool_is_running, 15, 0.02)
+    await producer.cancel(slow.turn_id)
+    stopped = await producer.wait(slow.turn_id, 10)
+    assert stopped.state is TurnState.interrupted and stopped.reply == ""
+    after = await producer.enqueue(s, 'then add !tool=add:{"a": 1, "b": 2}')
+    assert (await producer.wait(after.turn_id, 20)).state is TurnState.completed
+    history = await producer.history(s)
+    assert [m.type for m in history] == ["human", "ai", "human", "ai", "tool", "ai"]
+    assert is_interrupted(history[1]) and not getattr(history[1], "tool_calls", None)
+    report = await check(producer, {s: [slow.turn_id, after.turn_id]})
+    assert report.ok and report.malformed_tool_groups == 0, report.violations

@@ -13,21 +13,26 @@ import logging
 from typing import Any
 
 from arq import func
-from arq.connections import RedisSettings
 
 from chatlane.jobs import DRAIN, job_deserializer, job_serializer
 from chatlane.keys import Keys
 from chatlane.settings import Settings
 from worker.drain import drain
+from worker.handler_loader import load_handler
+from worker.handlers import TurnHandler
+from worker.queue_pool import arq_redis_settings
 from worker.runtime import RESILIENT, RUNTIME, Runtime
 from worker.sweep import sweeper
 
 log = logging.getLogger("chatlane.worker")
 
 
-def worker_settings(s: Settings) -> type:
+def worker_settings(s: Settings, handler: TurnHandler | None = None) -> type:
+    """``handler``: what runs the turns, already loaded (``python -m worker`` loads it before arq
+    starts, to fail in one line); without it the start-up hook loads it."""
+
     async def startup(ctx: dict[str, Any]) -> None:
-        rt = Runtime.create(s)
+        rt = Runtime.create(s, handler or load_handler(s))
         ctx[RUNTIME] = rt
         background = (rt.heartbeat(), sweeper(rt), rt.evidence.run(), rt.webhooks.run(), rt.stops.run())
         rt.tasks.extend(asyncio.create_task(coro) for coro in background)
@@ -35,7 +40,7 @@ def worker_settings(s: Settings) -> type:
         # keep it out of the collector's full passes, which otherwise stall the loop for ~40 ms at
         # random turns (bench B3/B4 tails).
         gc.freeze()
-        log.info("chatlane worker %s up (model=%s, max_jobs=%d)", rt.worker_id, s.model, s.max_jobs)
+        log.info("chatlane worker %s up (%s, max_jobs=%d)", rt.worker_id, s.handler or f"model={s.model}", s.max_jobs)
         if not ctx.get(RESILIENT):
             log.warning(
                 "started by plain arq: the first Redis outage will end this process, and SIGTERM cancels "
@@ -49,7 +54,7 @@ def worker_settings(s: Settings) -> type:
 
     settings: dict[str, Any] = {
         "functions": [func(drain, name=DRAIN, max_tries=1_000_000)],
-        "redis_settings": RedisSettings.from_dsn(s.redis_url),
+        "redis_settings": arq_redis_settings(s),
         "queue_name": Keys(s.key_prefix).queue,
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,

@@ -8,19 +8,21 @@ import random
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage
 
-from chatlane.errors import LeaseLost
-from chatlane.messages import encode_message, turn_messages
+from chatlane.errors import CommitNotReplicated, HistoryEntryUnreadable, LeaseLost
+from chatlane.messages import encode_message, interrupted_turn_messages, reply_text, turn_messages, user_messages
 from chatlane.scripts import AttemptEnd, Begun, Deferred, Finish, Next, Step, Stopped, StopRequested
 from chatlane.stream import StreamEvent, partial_reply
 from worker.budget import BudgetWait
+from worker.history import SessionHistory
 from worker.lease import Lease
-from worker.llm import stream_reply
 from worker.publish import ChunkPublisher
+from worker.replicated import hold_until_replicated
 from worker.runtime import RUNTIME, Runtime
-from worker.stops import TurnStopped
-from worker.window import FIRST_BATCH, load_window
+from worker.stops import PartialReply, TurnStopped
+from worker.turn import Turn, run_config
+from worker.window import FIRST_BATCH
 
 log = logging.getLogger("chatlane.drain")
 
@@ -38,10 +40,8 @@ class SessionRunner:
         # The attempt generating now, or the end of the last one not yet recorded by a commit.
         self._generating: Begun | None = None
         self._ended: AttemptEnd | None = None
-        # The text the latest attempt generated so far (turn id, chunks), and its stream publisher:
-        # a stopped turn's partial reply, as its stream readers saw it.
-        self._partial: tuple[str, list[str]] = ("", [])
-        self._pub: ChunkPublisher | None = None
+        # What the latest attempt streamed: a stopped turn's partial reply.
+        self._partial: PartialReply | None = None
 
     async def run(self) -> str:
         rt = self.rt
@@ -86,35 +86,39 @@ class SessionRunner:
     async def _serve(self, lease: Lease, step: Step, tail: list[str]) -> str:
         """Serve turns from ``step`` (begun by claim.lua), with the window that ends in ``tail``."""
         rt, s = self.rt, self.rt.settings
-        history_key = rt.keys.session(self.session_id).history
-        window = None
+        history = SessionHistory(
+            rt.redis, rt.keys.session(self.session_id), s.history_max_tokens, rt.summarizer,
+            s.summary_refresh_messages, s.model_timeout_s,
+        )  # fmt: skip
         if isinstance(step, Begun | StopRequested):
-            window = await lease.guard(load_window(rt.redis, history_key, s.history_max_tokens, tail))
+            await history.load(lease, tail)
         started, served = time.monotonic(), 0
         while isinstance(step, Begun | StopRequested):
-            assert window is not None
-            messages: tuple[BaseMessage, ...] = ()
+            messages: list[BaseMessage] = []
             if isinstance(step, StopRequested):
                 finish = await self._stopped(lease, step)
             else:
                 try:
-                    finish, messages = await self._run_turn(lease, window.messages, step)
+                    finish, messages = await self._run_turn(lease, history, step)
                 except BudgetWait as w:
                     # Wait without a job slot, keeping the session's order; the attempt never reached
                     # the model, so it does not count.
                     self._ended = None
                     await lease.handback(delay_ms=w.ms, refund=True)
                     return f"waiting {w.ms} ms for the model's budget ({w.why}) after {served} turn(s)"
-            step = await lease.advance(finish, self._ended, self._next_step(served + 1, started))
+            try:
+                step = await lease.advance(finish, self._ended, self._next_step(served + 1, started))
+            except CommitNotReplicated as e:
+                step = await hold_until_replicated(rt, lease, e)
             self._ended = None
             if isinstance(step, StopRequested) and step.turn_id == finish.turn_id:
                 continue  # not committed: a stop request came first and decides (advance.lua)
             served += 1
             if finish.stopped:
                 # Whether its partial reply went to history was the stop request's to decide.
-                window = await lease.guard(load_window(rt.redis, history_key, s.history_max_tokens))
+                await history.load(lease, None)
             elif messages:
-                window.extend(messages)
+                history.committed(messages)
         if isinstance(step, Deferred):
             # The head waits for more texts (on_busy=coalesce): no job slot is held meanwhile.
             await lease.handback(delay_ms=step.ms)
@@ -138,43 +142,44 @@ class SessionRunner:
 
     async def _stopped(self, lease: Lease, turn: Begun | StopRequested) -> Finish:
         """The commit of a turn a client stopped: its partial reply, and the history entries it
-        leaves if the request keeps it (advance.lua reads which). The partial reply is what this
-        holder generated, once its stream has it; after another holder died mid-turn, what the
-        stream holds."""
-        parts_of, parts = self._partial
-        if parts_of == turn.turn_id:
-            if self._pub is not None:
-                await asyncio.shield(self._pub.aclose())
-            partial = "".join(parts)
+        leaves if the request keeps it (advance.lua reads which). The partial reply is the text this
+        holder's attempt streamed; after another holder died mid-turn, what the turn's stream holds."""
+        if self._partial is not None and self._partial.turn_id == turn.turn_id:
+            partial = await self._partial.flushed()
         else:
             raw = await lease.guard(self.rt.redis.xrange(self.rt.keys.stream(turn.turn_id)))
             partial = partial_reply([StreamEvent.parse(i, f) for i, f in raw])
-        self._partial, self._pub = ("", []), None
-        messages = turn_messages(turn.turn_id, turn.texts, AIMessage(content=partial), interrupted=True)
-        return Finish(turn.turn_id, False, partial, tuple(encode_message(m) for m in messages), stopped=True)
+        self._partial = None
+        entries = tuple(encode_message(m) for m in interrupted_turn_messages(turn.turn_id, turn.texts, partial))
+        return Finish(turn.turn_id, False, partial, entries, stopped=True)
 
-    async def _run_turn(
-        self, lease: Lease, window: list[BaseMessage], turn: Begun
-    ) -> tuple[Finish, tuple[BaseMessage, ...]]:
+    async def _run_turn(self, lease: Lease, history: SessionHistory, turn: Begun) -> tuple[Finish, list[BaseMessage]]:
         """Generate (with retries) until the turn completes, is out of attempts, or a client stops
-        it: how it ends, and the messages it adds to the window."""
-        rt = self.rt
-        stop = rt.stops.watch(turn.turn_id)
+        it: how it ends, and the history entries it writes."""
+        stop = self.rt.stops.watch(turn.turn_id)
         lease.watching = (turn.turn_id, stop)
         try:
-            return await self._attempts(lease, window, turn, stop)
+            return await self._attempts(lease, history, turn, stop)
         except TurnStopped:
             # The model call is over (guard cancels until done): G1 holds at the model, the next
             # turn cannot start before this commit.
-            return await self._stopped(lease, turn), ()
+            return await self._stopped(lease, turn), []
         finally:
             lease.watching = None
-            rt.stops.forget(turn.turn_id)
+            self.rt.stops.forget(turn.turn_id)
 
     async def _attempts(
-        self, lease: Lease, window: list[BaseMessage], turn: Begun, stop: asyncio.Event
-    ) -> tuple[Finish, tuple[BaseMessage, ...]]:
+        self, lease: Lease, history: SessionHistory, turn: Begun, stop: asyncio.Event
+    ) -> tuple[Finish, list[BaseMessage]]:
         rt, s = self.rt, self.rt.settings
+        self._generating = turn  # a summary refresh is part of the attempt (and its evidence)
+        try:
+            window = await history.window_for(lease, self.session_id, turn.turn_id)
+        except HistoryEntryUnreadable as e:
+            # Every attempt would read the same entry: fail now, with what is wrong and where.
+            self._ended, self._generating = lease.attempt_end(turn), None
+            log.warning("turn %s failed: %s", turn.turn_id, e)
+            return Finish(turn.turn_id, False, f"{e.code}: {e}"), []
         while True:
             if turn.paused_ms:
                 raise BudgetWait(turn.paused_ms, "provider pause")
@@ -182,12 +187,12 @@ class SessionRunner:
                 self._generating = turn
                 try:
                     generate = asyncio.wait_for(self._generate(lease, window, turn, stop), s.model_timeout_s)
-                    reply = await lease.guard(generate, stop)
+                    added = await lease.guard(generate, stop)
                 finally:
                     self._ended, self._generating = lease.attempt_end(turn), None
-                messages = turn_messages(turn.turn_id, turn.texts, reply)
+                messages = turn_messages(turn.turn_id, turn.texts, added)
                 entries = tuple(encode_message(m) for m in messages)
-                return Finish(turn.turn_id, True, reply.text, entries), messages
+                return Finish(turn.turn_id, True, reply_text(added), entries), messages
             except (LeaseLost, BudgetWait, TurnStopped):
                 raise
             except Exception as e:
@@ -197,7 +202,7 @@ class SessionRunner:
                 error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # TimeoutError has no text
                 if turn.attempt >= s.max_attempts:
                     log.warning("turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error)
-                    return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), ()
+                    return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), []
                 log.info("turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error)
                 await lease.guard(asyncio.sleep(self._backoff(turn.attempt)), stop)
                 nxt = await lease.advance(None, self._ended, Next.begin)
@@ -213,29 +218,37 @@ class SessionRunner:
         base = min(s.retry_backoff_max_s, s.retry_backoff_s * 2 ** (attempt - 1))
         return float(base * random.uniform(0.8, 1.2))
 
-    async def _generate(self, lease: Lease, window: list[BaseMessage], turn: Begun, stop: asyncio.Event) -> AIMessage:
+    async def _generate(
+        self, lease: Lease, window: list[BaseMessage], turn: Begun, stop: asyncio.Event
+    ) -> list[BaseMessage]:
+        """One attempt: the handler's messages, its text and tool activity streamed as they come."""
         rt = self.rt
-        messages = [SystemMessage(rt.settings.system_prompt), *window, *(HumanMessage(t) for t in turn.texts)]
-        taken = await rt.budget.take(self.session_id, messages)  # raises BudgetWait
+        user, *joined = user_messages(turn.turn_id, turn.texts)
+        handler_turn = Turn(
+            session_id=self.session_id,
+            turn_id=turn.turn_id,
+            attempt=turn.attempt,
+            user=user,
+            window=window,
+            metadata=turn.metadata,
+            config=run_config(
+                session_id=self.session_id, turn_id=turn.turn_id, attempt=turn.attempt, metadata=turn.metadata
+            ),
+            joined=joined,
+        )
+        # One budget take per turn: a turn is one request in the RPM bucket (an agent's extra model
+        # calls ride on it), and its tokens are settled from every reply's usage_metadata.
+        taken = await rt.budget.take(self.session_id, handler_turn.messages)  # raises BudgetWait
         if taken is not None and taken.slot is not None:
             lease.slot = (rt.budget.slots_key, taken.slot)
         pub = ChunkPublisher(rt.streams, rt.keys.stream(turn.turn_id), turn.attempt)
-        parts: list[str] = []
-        self._partial, self._pub = (turn.turn_id, parts), pub
-
-        def on_chunk(text: str) -> None:
-            parts.append(text)
-            pub.put(text)
-
+        self._partial = PartialReply(turn.turn_id, pub)
         used: int | None = None
         try:
-            reply = await stream_reply(
-                rt.model, messages, session_id=self.session_id, turn_id=turn.turn_id, attempt=turn.attempt,
-                on_chunk=on_chunk,
-            )  # fmt: skip
-            used = reply.usage_metadata["total_tokens"] if reply.usage_metadata else None
+            added = await rt.handler.run(handler_turn, self._partial)
+            used = sum(m.usage_metadata["total_tokens"] for m in added if isinstance(m, AIMessage) and m.usage_metadata)
         except BaseException:
-            if not stop.is_set():  # a stopped turn's chunks so far are its partial reply: keep them
+            if not stop.is_set():  # a stopped turn's text so far is its partial reply: keep it
                 pub.cancel()
             raise
         finally:
@@ -244,4 +257,6 @@ class SessionRunner:
                 # Shielded: a lease loss re-cancels this task until it is done; the slot must go back.
                 await asyncio.shield(rt.budget.give_back(taken, used))
         await pub.aclose()
-        return reply
+        if not all(isinstance(m, BaseMessage) for m in added):
+            raise TypeError(f"the {rt.handler.kind} handler returned something other than messages")
+        return added

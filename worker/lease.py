@@ -1,7 +1,7 @@
 """The per-session lease a drain holds, and the fence that comes with it.
 
 The lease token is also the fencing token: every write a holder makes goes through a script
-that first checks the token (advance.lua, handback.lua), so a holder that lost the lease
+that first checks the token (advance.lua, handback.lua, save_summary.lua), so a holder that lost the lease
 cannot write even if it has not noticed yet. ``Lease`` is the only thing in the worker that
 knows the token: the drain asks it to advance, hand back or guard a piece of work.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from chatlane.connection import REDIS_DOWN
-from chatlane.errors import LeaseLost
+from chatlane.errors import CommitNotReplicated, LeaseLost
 from chatlane.scripts import (
     Advance,
     AttemptEnd,
@@ -38,6 +38,7 @@ from chatlane.scripts import (
     Released,
     Renew,
     Renewal,
+    SaveSummary,
     Step,
     StopRequested,
 )
@@ -57,6 +58,7 @@ class LeaseScripts:
     renew: Renew
     advance: Advance
     handback: Handback
+    save_summary: SaveSummary
 
 
 @dataclass(frozen=True)
@@ -138,11 +140,28 @@ class Lease:
         except LeaseLost:
             self.mark_lost()
             raise
+        except CommitNotReplicated as e:
+            # Committed and stepped on the primary all the same (the drain holds until replicated).
+            self._stepped(e.step, sent)
+            raise
+        self._stepped(step, sent)
+        return step
+
+    def _stepped(self, step: Step, sent: float) -> None:
         # advance.lua renewed the lease (PEXPIRE) when it ran, after `sent`.
         self._deadline = max(self._deadline, self._deadline_for(sent))
         if isinstance(step, Begun):
             self.begun_sent_at = sent
-        return step
+
+    async def save_summary(self, upto: int, text: str) -> bool:
+        """The fenced write of the session's history summary; False if a newer one is stored.
+        Raises LeaseLost, having written nothing."""
+        self.check()
+        try:
+            return await self._scripts.save_summary(session_id=self.session_id, token=self._token, upto=upto, text=text)
+        except LeaseLost:
+            self.mark_lost()
+            raise
 
     async def handback(self, *, delay_ms: int = 0, refund: bool = False) -> bool:
         """Release the lease, queuing a new drain job (due in ``delay_ms``) if turns still wait

@@ -1,18 +1,15 @@
-"""Builds the chat model from settings and streams one reply."""
+"""Builds the chat model named by the settings (``CHATLANE_MODEL``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import add_ai_message_chunks
-from langchain_core.runnables import RunnableConfig
 
 from chatlane.settings import Settings
 from worker.fake_model import FakeChatModel
+from worker.openai_fast import preserialize
 
 
 def build_model(settings: Settings) -> BaseChatModel:
@@ -24,6 +21,7 @@ def build_model(settings: Settings) -> BaseChatModel:
             midstream_fail_rate=settings.fake_midstream_fail_rate,
             hang_rate=settings.fake_hang_rate,
             span_log=settings.fake_span_log,
+            request_log=settings.fake_request_log,
         )
     # Retries are ours (counted per turn, visible in its status), so the client makes none.
     extra: dict[str, Any] = {}
@@ -32,36 +30,9 @@ def build_model(settings: Settings) -> BaseChatModel:
         extra["stream_usage"] = True
     model = init_chat_model(settings.model, timeout=settings.model_timeout_s, max_retries=0, **extra)
     assert isinstance(model, BaseChatModel)
-    return model
-
-
-def run_config(*, session_id: str, turn_id: str, attempt: int) -> RunnableConfig:
-    """The LangChain config of one generation: callbacks and tracing see which turn it is."""
-    return {
-        "metadata": {"session_id": session_id, "turn_id": turn_id, "attempt": attempt},
-        "configurable": {"thread_id": session_id},
-    }
-
-
-async def stream_reply(
-    model: BaseChatModel,
-    messages: list[BaseMessage],
-    *,
-    session_id: str,
-    turn_id: str,
-    attempt: int,
-    on_chunk: Callable[[str], None],
-) -> AIMessage:
-    """Stream one generation, handing each text chunk to ``on_chunk``; returns the whole reply."""
-    chunks: list[AIMessageChunk] = []
-    config = run_config(session_id=session_id, turn_id=turn_id, attempt=attempt)
-    async for chunk in model.astream(messages, config):
-        chunks.append(chunk)
-        if chunk.text:
-            on_chunk(chunk.text)
-    if not chunks:
-        return AIMessage(content="")
-    # One merge at the end: adding chunk by chunk builds a new message per chunk (~10 % of a
-    # worker's CPU with a fast model, bench B1 profile).
-    total = add_ai_message_chunks(chunks[0], *chunks[1:])
-    return AIMessage(content=total.content, usage_metadata=total.usage_metadata)
+    if hasattr(model, "stream_chunk_timeout"):
+        # langchain-openai bounds the wait for each streamed chunk (120 s) with an asyncio.wait_for,
+        # a task per chunk: ~10 % of a worker's CPU per turn (bench B9). The drain already bounds
+        # each attempt as a whole (CHATLANE_MODEL_TIMEOUT_S) and cancels it on a lost lease.
+        model.stream_chunk_timeout = None
+    return preserialize(model) if settings.openai_preserialize else model

@@ -1,7 +1,9 @@
-"""Publishes generations' chunks to their turns' Redis Streams without slowing the model loop.
+"""Publishes generations' chunks and tool events to their turns' Redis Streams without slowing the
+model loop.
 
 One ``StreamWriter`` per worker process writes for every generation in flight: the chunks that
-arrive while one write is under way go out together in the next pipeline, one entry per stream.
+arrive while one write is under way go out together in the next pipeline, consecutive chunks of a
+stream as one entry (a tool event is an entry of its own, in its place).
 A fast model thus costs one command per burst rather than one per chunk (per-chunk XADDs were a
 tenth of a worker's CPU in bench B1), and many sessions streaming at once share one round trip
 (one XADD round trip per chunk was 15 % of the worker's samples in bench B2, 100 sessions).
@@ -14,7 +16,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from chatlane.stream import chunk_fields
+from chatlane.stream import ToolEvent, chunk_fields
 
 log = logging.getLogger("chatlane.publish")
 
@@ -26,13 +28,27 @@ class StreamWriter:
         # ex-holder that resumes after the turn ended and its stream expired would otherwise
         # re-create the key without one. The end script later cuts it to the retention.
         self.ttl_ms = ttl_ms
-        self._pending: dict[tuple[str, int], list[str]] = {}  # (stream key, attempt) -> texts
+        # stream key -> entries to add, in order: (attempt, texts of consecutive chunks, or a tool event)
+        self._pending: dict[str, list[tuple[int, list[str] | ToolEvent]]] = {}
         self._written: asyncio.Future[None] | None = None  # resolves when the pending batch is written
         self._flushing: asyncio.Task[None] | None = None
 
     def put(self, key: str, attempt: int, text: str) -> asyncio.Future[None]:
         """Queue a chunk; the future resolves once the batch holding it was written (or failed)."""
-        self._pending.setdefault((key, attempt), []).append(text)
+        entries = self._pending.setdefault(key, [])
+        last = entries[-1] if entries else None
+        if last is not None and last[0] == attempt and isinstance(last[1], list):
+            last[1].append(text)
+        else:
+            entries.append((attempt, [text]))
+        return self._schedule()
+
+    def put_tool(self, key: str, attempt: int, event: ToolEvent) -> asyncio.Future[None]:
+        """Queue a tool event, after the chunks queued before it."""
+        self._pending.setdefault(key, []).append((attempt, event))
+        return self._schedule()
+
+    def _schedule(self) -> asyncio.Future[None]:
         if self._written is None:
             self._written = asyncio.get_running_loop().create_future()
         written = self._written
@@ -41,8 +57,12 @@ class StreamWriter:
         return written
 
     def drop(self, key: str, attempt: int) -> None:
-        """Forget a generation's chunks that are not written yet."""
-        self._pending.pop((key, attempt), None)
+        """Forget a generation's chunks and tool events that are not written yet."""
+        kept = [e for e in self._pending.get(key, []) if e[0] != attempt]
+        if kept:
+            self._pending[key] = kept
+        else:
+            self._pending.pop(key, None)
 
     async def _flush(self) -> None:
         while self._pending:
@@ -50,8 +70,12 @@ class StreamWriter:
             written, self._written = self._written, None
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for (key, attempt), texts in batch.items():
-                        pipe.xadd(key, chunk_fields(attempt, "".join(texts)))  # type: ignore[arg-type]
+                    for key, entries in batch.items():
+                        for attempt, what in entries:
+                            if isinstance(what, list):
+                                pipe.xadd(key, chunk_fields(attempt, "".join(what)))  # type: ignore[arg-type]
+                            else:
+                                pipe.xadd(key, what.fields(attempt))  # type: ignore[arg-type]
                         pipe.pexpire(key, self.ttl_ms)
                     await pipe.execute()
             except Exception as e:
@@ -63,7 +87,8 @@ class StreamWriter:
 
 
 class ChunkPublisher:
-    """The chunks of one generation attempt, written through the worker's ``StreamWriter``."""
+    """The chunks and tool events of one generation attempt, written through the worker's
+    ``StreamWriter``. It is the ``Emitter`` a turn handler streams to (worker/turn.py)."""
 
     def __init__(self, writer: StreamWriter, key: str, attempt: int) -> None:
         self.writer = writer
@@ -71,8 +96,11 @@ class ChunkPublisher:
         self.attempt = attempt
         self._last: asyncio.Future[None] | None = None
 
-    def put(self, text: str) -> None:
+    def text(self, text: str) -> None:
         self._last = self.writer.put(self.key, self.attempt, text)
+
+    def tool(self, event: ToolEvent) -> None:
+        self._last = self.writer.put_tool(self.key, self.attempt, event)
 
     async def aclose(self) -> None:
         """Wait until every chunk is written (so they precede the turn's end entry)."""

@@ -12,9 +12,9 @@ Any other error still ends the worker, as before.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import logging.config
+import sys
 from signal import Signals
 from typing import Any
 
@@ -25,21 +25,30 @@ from redis import exceptions as redis_errors
 from chatlane.connection import REDIS_DOWN
 from chatlane.settings import Settings
 from worker.arq_settings import worker_settings
+from worker.handler_loader import HandlerError, load_handler
+from worker.handlers import TurnHandler
+from worker.queue_pool import queue_pool
 from worker.runtime import RESILIENT, RUNTIME, Runtime
 
 log = logging.getLogger("chatlane.worker")
-
-STARTUP_RETRIES = 1_000_000  # one a second: wait for Redis at start-up as long as it takes
 
 
 class ChatlaneWorker(Worker):
     backoff_s = 0.1
     backoff_max_s = 2.0
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Settings | None = None, **kwargs: Any) -> None:
+        """``settings``: connect to the queue with ``worker.queue_pool`` (Sentinel-aware, with
+        timeouts, waits for Redis at start-up) instead of arq's ``redis_settings``."""
         super().__init__(**kwargs)
         self.ctx[RESILIENT] = True
+        self._settings = settings
         self._redis_failures = 0
+
+    async def main(self) -> None:
+        if self._pool is None and self._settings is not None:
+            self._pool = await queue_pool(self._settings, self.queue_name)
+        await super().main()
 
     def handle_sig(self, signum: Signals) -> None:
         self._stopping()
@@ -124,10 +133,26 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, handler: object | None = None) -> None:
+    """``handler``: an object to run turns with (see worker/handler_loader.py); default: the
+    settings' ``handler`` (CHATLANE_HANDLER), else the chat model CHATLANE_MODEL names."""
     logging.config.dictConfig(log_config())
-    kwargs: dict[str, Any] = get_kwargs(worker_settings(settings))
-    # A worker started while Redis is away waits for it (arq gives up after 5 s by default):
-    # exiting would hand recovery to a process manager's restart backoff, often minutes.
-    kwargs["redis_settings"] = dataclasses.replace(kwargs["redis_settings"], conn_retries=STARTUP_RETRIES)
-    ChatlaneWorker(**kwargs).run()
+    turn_handler = start_handler(settings, handler)
+    kwargs: dict[str, Any] = get_kwargs(worker_settings(settings, turn_handler))
+    ChatlaneWorker(settings=settings, **kwargs).run()
+
+
+def start_handler(settings: Settings, handler: object | None) -> TurnHandler:
+    """Load the handler once for this process, on the event loop arq will run (a factory may open
+    clients bound to it); exit with one line on stderr, no traceback, if it cannot be used."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # arq's Worker takes this loop
+
+    async def load() -> TurnHandler:
+        return load_handler(settings, handler)
+
+    try:
+        return loop.run_until_complete(load())
+    except HandlerError as e:
+        print(f"chatlane worker: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

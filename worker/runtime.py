@@ -1,4 +1,4 @@
-"""Per-process state of a worker: connections, scripts, model, and the shutdown flag."""
+"""Per-process state of a worker: connections, scripts, the turn handler, and the shutdown flag."""
 
 from __future__ import annotations
 
@@ -11,19 +11,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
 from redis.asyncio import Redis
 
 from chatlane.connection import connect
 from chatlane.keys import WORKER_HEARTBEAT_S, Keys
-from chatlane.scripts import Advance, AttemptEnded, Claim, Handback, Renew, Sweep
+from chatlane.scripts import Advance, AttemptEnded, Claim, Handback, Renew, SaveSummary, Sweep
 from chatlane.settings import Settings, ms
 from worker.budget import ModelBudget
 from worker.evidence import EvidenceLog
+from worker.handlers import ChatModelHandler, TurnHandler
 from worker.lease import LeasePolicy, LeaseScripts
 from worker.llm import build_model
 from worker.publish import StreamWriter
 from worker.stops import StopSignals
+from worker.summary import Summarizer
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("chatlane.worker")
@@ -45,7 +46,8 @@ class Runtime:
     evidence: EvidenceLog
     budget: ModelBudget
     webhooks: WebhookSender
-    model: BaseChatModel
+    handler: TurnHandler
+    summarizer: Summarizer | None  # with CHATLANE_HISTORY_STRATEGY=summarize
     worker_id: str
     streams: StreamWriter
     stops: StopSignals
@@ -53,7 +55,7 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, s: Settings) -> Runtime:
+    def create(cls, s: Settings, handler: TurnHandler) -> Runtime:
         redis = connect(s)
         keys = Keys(s.key_prefix)
         worker_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
@@ -64,7 +66,13 @@ class Runtime:
             renew=Renew(redis, keys),
             advance=Advance(redis, keys, s),
             handback=Handback(redis, keys),
+            save_summary=SaveSummary(redis, keys),
         )
+        summarizer = None
+        if s.history_strategy == "summarize":
+            # The handler's own model when it is one; an agent's is out of reach, CHATLANE_MODEL's is not.
+            model = handler.model if isinstance(handler, ChatModelHandler) else build_model(s)
+            summarizer = Summarizer(model, s.history_max_tokens)
         return cls(
             s,
             keys,
@@ -75,7 +83,8 @@ class Runtime:
             EvidenceLog(AttemptEnded(redis, keys)),
             ModelBudget(redis, keys, s, s.model),
             WebhookSender(redis, keys, s),
-            build_model(s),
+            handler,
+            summarizer,
             worker_id,
             StreamWriter(redis, stream_ttl_ms),
             StopSignals(redis, keys, worker_id),

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 
 from chatlane.connection import REDIS_DOWN
 from chatlane.keys import Keys
+from chatlane.stream import ToolEvent
+from worker.publish import ChunkPublisher
 
 log = logging.getLogger("chatlane.stops")
 
@@ -104,3 +106,26 @@ class StopSignals:
         for tid, stop in zip(watched, found, strict=True):
             if stop:
                 self.deliver(tid)
+
+
+class PartialReply:
+    """The text one attempt of a turn has streamed so far, and where it went: the ``Emitter`` the
+    turn's handler streams to (worker/turn.py), in front of the attempt's ``ChunkPublisher``. If a
+    client stops the turn, this text is its partial reply, the same its stream readers saw."""
+
+    def __init__(self, turn_id: str, pub: ChunkPublisher) -> None:
+        self.turn_id = turn_id
+        self.pub = pub
+        self._parts: list[str] = []
+
+    def text(self, text: str) -> None:
+        self._parts.append(text)
+        self.pub.text(text)
+
+    def tool(self, event: ToolEvent) -> None:
+        self.pub.tool(event)
+
+    async def flushed(self) -> str:
+        """The text so far, once the stream has every chunk of it (before the turn's end entry)."""
+        await asyncio.shield(self.pub.aclose())
+        return "".join(self._parts)

@@ -15,6 +15,7 @@ from bench.scenarios import (
     b6_memory,
     b7_cpu,
     b8_naive,
+    b9_openai_cpu,
     b10_stop,
     b12_budget,
 )
@@ -39,6 +40,7 @@ SCENARIOS: list[Scenario] = [
     b6_memory,
     b7_cpu,
     b8_naive,
+    b9_openai_cpu,
     b10_stop,
     b12_budget,
 ]

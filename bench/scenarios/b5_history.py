@@ -15,37 +15,16 @@ import random
 import time
 import uuid
 
-from langchain_core.messages import AIMessage
-from redis.asyncio import Redis
-
 from bench.env import Bench
+from bench.load import prefill
 from bench.report import Row, Sample, Target, fmt, times
 from bench.stats import median
-from chatlane.keys import Keys
-from chatlane.messages import encode_message, turn_messages
 from producer import ChatProducer
 
 ID = "B5"
 LONG, MID, SHORT = 10_000, 1_000, 10
 USER_CHARS, AI_CHARS = 150, 600
 POLL_S = 0.002
-
-
-def filler(n: int) -> list[str]:
-    """``n`` encoded history entries, alternating user/assistant, as completed turns leave them."""
-    out: list[str] = []
-    for _ in range(n // 2):
-        tid = uuid.uuid4().hex
-        user, ai = turn_messages(tid, "u" * USER_CHARS, AIMessage("a" * AI_CHARS))
-        out += [encode_message(user), encode_message(ai)]
-    return out
-
-
-async def prefill(redis: Redis, keys: Keys, session: str, n: int) -> None:
-    entries = filler(n)
-    key = keys.session(session).history
-    for i in range(0, len(entries), 1000):
-        await redis.rpush(key, *entries[i : i + 1000])  # type: ignore[misc]
 
 
 async def latency_ms(producer: ChatProducer, session: str) -> float:
@@ -70,12 +49,13 @@ async def measure(bench: Bench, repeats: int) -> list[Sample]:
         }
         for name, sessions in reused.items():
             for s in sessions:
-                await prefill(bench.redis, side.keys, s, long_size(bench.quick) if name == "long" else MID)
+                size = long_size(bench.quick) if name == "long" else MID
+                await prefill(bench.redis, side.keys, s, size, USER_CHARS, AI_CHARS)
         for _ in range(repeats):
             lat: dict[str, list[float]] = {"long": [], "mid": [], "short": []}
             for i in range(n):
                 short = f"b5-short-{uuid.uuid4().hex[:8]}"
-                await prefill(bench.redis, side.keys, short, SHORT)
+                await prefill(bench.redis, side.keys, short, SHORT, USER_CHARS, AI_CHARS)
                 order = [("long", reused["long"][i % len(reused["long"])]),
                          ("mid", reused["mid"][i % len(reused["mid"])]), ("short", short)]  # fmt: skip
                 random.shuffle(order)  # no size always goes first

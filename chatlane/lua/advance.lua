@@ -5,13 +5,14 @@
 -- Returns one of
 --   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
 --                 fence: a paused or partitioned ex-holder can never commit.
---   {"turn", id, text, attempts, started_ms, paused_ms, more}   the next turn is now running
---                 (attempt counted); paused_ms: what is left of the model's provider pause, 0 if
---                 none; more: the texts that joined it (JSON array) or ""
---   {"stopping", id, text, attempts, 0, 0, more}   a turn with a stop request (stop_request.lua) is
---                 at the head: either the one `finish_id` names, whose "completed" or "failed"
---                 was then NOT committed (the request came first and decides the outcome; the
---                 caller commits it again as "stopped"), or the next one (see head_gate.lua)
+--   {"turn", id, text, attempts, started_ms, metadata, paused_ms, more}   the next turn is now
+--                 running (attempt counted); paused_ms: what is left of the model's provider pause,
+--                 0 if none; more: the texts that joined it (JSON array) or ""
+--   {"stopping", id, text, attempts, 0, metadata, 0, more}   a turn with a stop request
+--                 (stop_request.lua) is at the head: either the one `finish_id` names, whose
+--                 "completed" or "failed" was then NOT committed (the request came first and
+--                 decides the outcome; the caller commits it again as "stopped"), or the next one
+--                 (see head_gate.lua)
 --   {"defer", ms} the next turn waits for more texts (head_gate.lua): nothing begun, the lease is
 --                 still ours (the caller hands the session back, its drain job due in `ms`)
 --   {"released"}  the inbox is empty: lease deleted, session left the pending set
@@ -45,9 +46,11 @@ local ended_id      = ARGV[13] -- turn whose generation attempt just stopped, or
 local ended_attempt = ARGV[14] -- its attempt number
 local ended_ms      = ARGV[15] -- when it stopped (see record_attempt.lua)
 local yield_grace_ms = tonumber(ARGV[16])
-local FIRST_ENTRY   = 17       -- ARGV[17..]: the history entries of a "completed" turn, or of a
-                               -- "stopped" one that ends interrupted: its user message(s), then
-                               -- the reply. All or nothing, in this script.
+local FIRST_ENTRY   = 17       -- ARGV[17..]: history entries of a "completed" turn, in order: its
+                               -- user message(s), then every message the turn added (an agent's AI
+                               -- tool calls, tool results, answer); of a "stopped" one that ends
+                               -- interrupted: its user message(s) and the partial reply. All or
+                               -- nothing, in this script.
 
 if redis.call("GET", lease_key) ~= token then
   if finish_id ~= "" then
@@ -64,6 +67,9 @@ if finish_id ~= "" then
   if redis.call("LINDEX", inbox_key, 0) ~= finish_id then
     return redis.error_reply("chatlane: turn " .. finish_id .. " is not at the head of its inbox")
   end
+  if outcome == "completed" and #ARGV < FIRST_ENTRY then
+    return redis.error_reply("chatlane: a completed turn writes at least its user message")
+  end
   local tk = prefix .. finish_id
   local stop = redis.call("HGET", tk, "stop")
   if outcome == "stopped" and not stop then
@@ -72,15 +78,19 @@ if finish_id ~= "" then
   if stop and outcome ~= "stopped" then
     -- A stop was requested before this commit: it decides the outcome. Nothing is committed.
     redis.call("PEXPIRE", lease_key, ttl_ms)
-    local f = redis.call("HMGET", tk, "text", "attempts", "more")
-    return {"stopping", finish_id, f[1], tonumber(f[2] or "0"), 0, 0, f[3] or ""}
+    local f = redis.call("HMGET", tk, "text", "attempts", "metadata", "more")
+    return {"stopping", finish_id, f[1], tonumber(f[2] or "0"), 0, f[3] or "", 0, f[4] or ""}
   end
-  if (outcome == "completed" or stop == "interrupt") and #ARGV < FIRST_ENTRY + 1 then
-    return redis.error_reply("chatlane: turn " .. finish_id .. " writes no user message and reply")
+  if stop == "interrupt" and #ARGV < FIRST_ENTRY + 1 then
+    return redis.error_reply("chatlane: interrupted turn " .. finish_id .. " writes no user message and reply")
   end
   redis.call("LPOP", inbox_key)
   if outcome == "completed" or stop == "interrupt" then
-    redis.call("RPUSH", history_key, unpack(ARGV, FIRST_ENTRY, #ARGV))
+    -- In slices: unpack() of a very long list would overflow Lua's C stack (~8000 values).
+    for first = FIRST_ENTRY, #ARGV, 1000 do
+      redis.call("RPUSH", history_key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+    end
+    redis.call("HSET", tk, "entries", #ARGV - FIRST_ENTRY + 1)
   end
   if outcome == "completed" then
     end_turn(tk, tk .. suffix, "completed", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
@@ -106,6 +116,6 @@ end
 local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
   now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
 if step[1] == "turn" then
-  step[6] = math.max(0, redis.call("PTTL", pause_key))
+  step[7] = math.max(0, redis.call("PTTL", pause_key))
 end
 return step

@@ -3,13 +3,14 @@
 -- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
--- {"turn", id, text, attempts, started_ms, 0, more} (more: the JSON array of the texts that joined
--- it after `text`, or ""). Unless head_gate.lua says the head has a stop request to commit
+-- {"turn", id, text, attempts, started_ms, metadata, 0, more} (metadata: the turn's JSON object,
+-- or ""; more: the JSON array of the texts that joined it after `text`, or ""; the callers put the
+-- provider pause in 7th place). Unless head_gate.lua says the head has a stop request to commit
 -- ({"stopping", ...}), must wait for more texts ({"defer", ms}), or has expired (ended here, and
--- the next head is tried). With the inbox empty it releases the lease, takes
--- the session out of the pending set and returns {"released"}. On the way it drops (and counts)
--- a head whose record was deleted by hand, and fails a head that has already used all its
--- attempts (each interrupted by a crash or a lost lease), so a poison turn cannot wedge a session.
+-- the next head is tried). With the inbox empty it releases the lease, takes the session out of
+-- the pending set and returns {"released"}. On the way it drops (and counts) a head whose record
+-- was deleted by hand, and fails a head that has already used all its attempts (each interrupted
+-- by a crash or a lost lease), so a poison turn cannot wedge a session.
 -- Each attempt's start is kept as "a<n>s" beside "started" (the latest): see record_attempt.lua.
 --   lease_key, inbox_key, stats_key, pending_key, session_id
 --   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
@@ -42,8 +43,8 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
           if attempts > 1 then
             redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
           end
-          local f = redis.call("HMGET", tk, "text", "more")
-          return {"turn", head, f[1], attempts, now_ms, 0, f[2] or ""}
+          local f = redis.call("HMGET", tk, "text", "metadata", "more")
+          return {"turn", head, f[1], attempts, now_ms, f[2] or "", 0, f[3] or ""}
         end
         redis.call("HSET", tk, "attempts", max_attempts)
         redis.call("LPOP", inbox_key)

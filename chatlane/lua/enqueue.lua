@@ -34,17 +34,18 @@ local drain_job_id  = ARGV[5]
 local idem          = ARGV[6]  -- idempotency key or ""
 local job_payload   = ARGV[7]  -- serialized drain job
 local job_expiry_ms = ARGV[8]
-local webhook_url   = ARGV[9]  -- called back when the turn ends (end_turn.lua), or ""
-local on_busy       = ARGV[10] -- "enqueue" | "reject" | "interrupt" | "rollback" | "coalesce"
-local expires_after_ms = tonumber(ARGV[11])  -- 0: no deadline
-local window_ms     = tonumber(ARGV[12])     -- coalesce debounce (on_busy.lua, join_turn)
-local max_wait_ms   = tonumber(ARGV[13])
-local max_texts     = tonumber(ARGV[14])
-local prefix        = ARGV[15] -- turn key prefix
-local suffix        = ARGV[16] -- stream key suffix
-local turn_ttl_ms   = ARGV[17] -- retention of the turns a policy cancels
-local stream_ttl_ms = ARGV[18]
-local channel_prefix = ARGV[19] -- stop channels (stop_request.lua)
+local metadata      = ARGV[9]  -- the turn's metadata (compact JSON object) or ""
+local webhook_url   = ARGV[10] -- called back when the turn ends (end_turn.lua), or ""
+local on_busy       = ARGV[11] -- "enqueue" | "reject" | "interrupt" | "rollback" | "coalesce"
+local expires_after_ms = tonumber(ARGV[12])  -- 0: no deadline
+local window_ms     = tonumber(ARGV[13])     -- coalesce debounce (on_busy.lua, join_turn)
+local max_wait_ms   = tonumber(ARGV[14])
+local max_texts     = tonumber(ARGV[15])
+local prefix        = ARGV[16] -- turn key prefix
+local suffix        = ARGV[17] -- stream key suffix
+local turn_ttl_ms   = ARGV[18] -- retention of the turns a policy cancels
+local stream_ttl_ms = ARGV[19]
+local channel_prefix = ARGV[20] -- stop channels (stop_request.lua)
 
 if idem ~= "" then
   local existing = redis.call("GET", idem_key)
@@ -84,6 +85,9 @@ if idem ~= "" then
 end
 redis.call("HSET", turn_key, "session", session_id, "text", text, "state", "queued",
   "created", now_ms, "attempts", 0, "idem", stored_idem_key, "webhook", webhook_url)
+if metadata ~= "" then
+  redis.call("HSET", turn_key, "metadata", metadata)
+end
 local delay_ms = 0
 if on_busy == "coalesce" then
   -- It can absorb the texts that follow: it begins `window_ms` after its newest (head_gate.lua).

@@ -13,6 +13,8 @@ from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue, Joined
 from chatlane.scripts.expire import Expire
 from chatlane.scripts.handback import Handback
 from chatlane.scripts.renew import Renew, Renewal
+from chatlane.scripts.replication import Replication
+from chatlane.scripts.save_summary import SaveSummary
 from chatlane.scripts.steps import Begun, Deferred, Released, Step, Stopped, StopRequested
 from chatlane.scripts.sweep import Sweep
 
@@ -41,6 +43,8 @@ __all__ = [
     "Released",
     "Renew",
     "Renewal",
+    "Replication",
+    "SaveSummary",
     "Step",
     "StopRequested",
     "Stopped",

@@ -7,8 +7,10 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
+from chatlane.errors import CommitNotReplicated
 from chatlane.keys import Keys
 from chatlane.scripts.loader import register
+from chatlane.scripts.replication import Replication
 from chatlane.scripts.steps import Step, parse_step
 from chatlane.settings import Settings
 
@@ -22,7 +24,8 @@ class Finish:
     turn_id: str
     completed: bool
     text: str  # the reply, the error, or the partial reply
-    # encoded history entries to append (completed, or stopped): the user message(s), then the reply
+    # encoded history entries to append (completed, or stopped): the user message(s), then every
+    # message the turn added (or, stopped, its partial reply)
     entries: tuple[str, ...] = ()
     stopped: bool = False
 
@@ -47,11 +50,14 @@ class Advance:
         self._script = register(redis, "advance")
         self._keys = keys
         self._settings = settings
+        self._replication = Replication.of(settings, keys)
 
     async def __call__(
         self, *, session_id: str, token: str, finish: Finish | None, ended: AttemptEnd | None, next: Next
     ) -> Step:
-        """Raises LeaseLost, having written nothing, when ``token`` no longer holds the lease."""
+        """Raises LeaseLost, having written nothing, when ``token`` no longer holds the lease;
+        CommitNotReplicated when ``finish`` was committed (and the step taken) on the primary but
+        too few replicas confirmed it. Only a commit waits for replicas; a bare begin does not."""
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         turn_id, state, text = "", "", ""
         entries: tuple[str, ...] = ()
@@ -61,11 +67,17 @@ class Advance:
             if finish.completed or finish.stopped:
                 entries = finish.entries
         ended_args: list[str | int] = ["", "", ""] if ended is None else [ended.turn_id, ended.attempt, ended.ended_ms]
-        res = await self._script(
+        res, acked = await self._replication.run(
+            self._script,
             keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending, k.queue, k.budget(s.model).pause,
                   k.webhooks_due],
             args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text,
                   s.turn_ttl_ms, s.stream_ttl_ms, next.value, s.max_attempts, session_id, *ended_args,
                   s.yield_grace_ms, *entries],
+            wait=finish is not None,
         )  # fmt: skip
-        return parse_step(res, sk.lease)
+        step = parse_step(res, sk.lease)
+        if finish is not None and self._replication.short(acked):
+            r = self._replication
+            raise CommitNotReplicated(finish.turn_id, step, acked, r.replicas, r.timeout_ms)
+        return step

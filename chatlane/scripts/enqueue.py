@@ -10,6 +10,7 @@ from chatlane.errors import QueueFull, SessionBusy
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.scripts.loader import register
+from chatlane.scripts.replication import Replication
 from chatlane.settings import Settings
 from chatlane.turns import OnBusy
 
@@ -38,10 +39,11 @@ class Duplicate:
 
 
 class Enqueue:
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings, replication: Replication) -> None:
         self._script = register(redis, "enqueue")
         self._keys = keys
         self._settings = settings
+        self._replication = replication
 
     async def __call__(
         self,
@@ -52,27 +54,32 @@ class Enqueue:
         idempotency_key: str | None,
         max_waiting: int,
         job: DrainJob,
+        metadata: str = "",
         webhook_url: str | None = None,
         on_busy: OnBusy = OnBusy.enqueue,
         expires_after_ms: int = 0,
     ) -> Accepted | Joined | Duplicate:
-        """Raises QueueFull or SessionBusy (``on_busy=reject``), nothing written.
+        """Raises QueueFull or SessionBusy (``on_busy=reject``), nothing written; ReplicationTimeout
+        when the turn (new, joined or repeated) is on the primary but not yet on enough replicas.
+        ``metadata``: the turn's metadata as compact JSON (``validate_metadata``), or "".
         ``expires_after_ms``: the turn ends expired if not begun by then (0: no deadline)."""
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         # With no key the script never touches KEYS[4]; any key of the session's slot will do.
         idem = k.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
-        status, tid, queued, position, created_ms = await self._script(
+        (status, tid, queued, position, created_ms), acked = await self._replication.run(
+            self._script,
             keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue,
                   k.webhooks_due, k.deadlines],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
-                  job.expires_ms, webhook_url or "", on_busy.value, expires_after_ms, s.coalesce_window_ms,
-                  s.coalesce_max_wait_ms, s.coalesce_max_texts, k.turn_prefix, k.stream_suffix, s.turn_ttl_ms,
-                  s.stream_ttl_ms, k.stop_channel_prefix],
+                  job.expires_ms, metadata, webhook_url or "", on_busy.value, expires_after_ms,
+                  s.coalesce_window_ms, s.coalesce_max_wait_ms, s.coalesce_max_texts, k.turn_prefix,
+                  k.stream_suffix, s.turn_ttl_ms, s.stream_ttl_ms, k.stop_channel_prefix],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)
         if status == "busy":
             raise SessionBusy(session_id, int(position))
+        self._replication.require(acked, f"enqueue of turn {tid} in session {session_id!r}")
         if status == "dup":
             return Duplicate(str(tid))
         if status == "joined":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatlane.errors import LeaseLost
@@ -17,6 +18,7 @@ class Begun:
     text: str
     attempt: int
     started_ms: int
+    metadata: dict[str, Any] = field(default_factory=dict)  # given at enqueue ({} if none)
     paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
     more: tuple[str, ...] = ()  # the texts that joined the turn after ``text`` (on_busy=coalesce)
 
@@ -33,6 +35,7 @@ class StopRequested:
     turn_id: str
     text: str
     attempt: int
+    metadata: dict[str, Any] = field(default_factory=dict)
     more: tuple[str, ...] = ()
 
     @property
@@ -64,10 +67,10 @@ Step = Begun | Released | Stopped | StopRequested | Deferred
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        paused = int(res[5]) if len(res) > 5 else 0
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), paused, _more(res))
+        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), _metadata(res),
+                     int(res[6]) if len(res) > 6 else 0, _more(res))  # fmt: skip
     if kind == "stopping":
-        return StopRequested(str(res[1]), str(res[2]), int(res[3]), _more(res))
+        return StopRequested(str(res[1]), str(res[2]), int(res[3]), _metadata(res), _more(res))
     if kind == "defer":
         return Deferred(int(res[1]))
     if kind == "released":
@@ -79,5 +82,13 @@ def parse_step(res: list[Any], lease_key: str) -> Step:
     raise ValueError(f"unexpected answer from a chatlane script: {res!r}")
 
 
+# A begin step is {kind, id, text, attempts, started_ms, metadata, paused_ms, more} (begin_head.lua).
+
+
+def _metadata(res: list[Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads(res[5]) if len(res) > 5 and res[5] else {}
+    return meta
+
+
 def _more(res: list[Any]) -> tuple[str, ...]:
-    return tuple(more_texts(str(res[6]))) if len(res) > 6 and res[6] else ()
+    return tuple(more_texts(str(res[7]))) if len(res) > 7 and res[7] else ()

@@ -282,3 +282,23 @@ async def test_dot_session_ids_are_rejected(serve: Callable[..., Api], raw_redis
                 422,
                 "invalid_input",
             )
+
+
+async def test_replication_timeout_answers_503_and_a_retry_with_the_key_stays_one_turn(
+    serve: Callable[..., Api], raw_redis: Redis
+) -> None:
+    """MIN_REPLICAS_ACK=1 against a Redis without replicas: every write times out waiting for one.
+    The turn is on the primary but not acknowledged; retrying with the key never makes a second."""
+    api = serve(redis_min_replicas_ack=1, redis_wait_timeout_ms=100)
+    s = sid()
+    body = {"text": "hello", "idempotency_key": "k-1"}
+    async with client(api) as h:
+        for _ in range(2):
+            resp = await h.post(TURN.format(s), json=body)
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["code"] == "replication_timeout"
+            assert "same idempotency key" in resp.json()["message"]
+            assert int(resp.headers["retry-after"]) >= 1
+    keys = Keys(api.prefix)
+    assert await raw_redis.llen(keys.session(s).inbox) == 1
+    assert await raw_redis.get(keys.idempotency(s, "k-1"))
