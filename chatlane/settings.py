@@ -173,6 +173,14 @@ class LimitsConfig(BaseModel):
     stream_ttl_s: int = Field(600, ge=1)
 
 
+class OpsConfig(BaseModel):
+    """What operators see: the worker's metrics port."""
+
+    # A worker process serves Prometheus metrics on this port (0 or unset: none). Each worker
+    # process needs its own port: README "Operating chatlane" has how to run several.
+    metrics_port: int | None = Field(None, ge=0, lt=65536)
+
+
 class Settings(
     BaseSettings,
     RedisConfig,
@@ -183,6 +191,7 @@ class Settings(
     WebhookConfig,
     ApiConfig,
     LimitsConfig,
+    OpsConfig,
 ):
     model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
 

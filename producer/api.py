@@ -23,6 +23,7 @@ from producer.api_errors import error_response, error_responses, install_error_h
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
 from producer.api_schemas import Health, Message, MessagePage, Ready, TurnRequest
 from producer.client import ChatProducer
+from producer.metrics import render
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
 
 log = logging.getLogger("chatlane.api")
@@ -177,6 +178,17 @@ async def readyz(producer: Producer) -> Ready | Response:
             503, "no_workers", f"Redis answers, but no worker sent a heartbeat in the last {READY_HEARTBEAT_S:g}s"
         )
     return Ready(workers=workers)
+
+
+@probes.get(
+    "/metrics",
+    summary="Prometheus metrics of the fleet (README: Operating chatlane)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, **error_responses(503)},
+)
+async def metrics(producer: Producer) -> Response:
+    body, content_type = render(await producer.fleet_status())
+    return Response(body, media_type=content_type)
 
 
 def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALIVE_S) -> FastAPI:

@@ -23,6 +23,7 @@ from chatlane.errors import (
     WaitTimeout,
     WebhookNotAllowed,
 )
+from chatlane.fleet import FleetStatus, read_fleet
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.messages import decode_messages, page_bounds
@@ -296,3 +297,7 @@ class ChatProducer:
         """
         since_ms = int((time.time() - within_s) * 1000)
         return await self._call(lambda: self.redis.zcount(self.keys.workers, since_ms, "+inf"))
+
+    async def fleet_status(self) -> FleetStatus:
+        """Workers alive, queue depth, pending sessions and the fleet counters (chatlane/fleet.py)."""
+        return await self._call(lambda: read_fleet(self.redis, self.keys))

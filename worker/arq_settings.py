@@ -17,6 +17,7 @@ from arq import func
 from chatlane.jobs import DRAIN, job_deserializer, job_serializer
 from chatlane.keys import Keys
 from chatlane.settings import Settings
+from worker import metrics
 from worker.drain import drain
 from worker.queue_pool import arq_redis_settings
 from worker.runtime import RESILIENT, RUNTIME, Runtime
@@ -35,6 +36,7 @@ def worker_settings(s: Settings) -> type:
         # keep it out of the collector's full passes, which otherwise stall the loop for ~40 ms at
         # random turns (bench B3/B4 tails).
         gc.freeze()
+        metrics.serve(s.metrics_port)
         log.info("chatlane worker %s up (model=%s, max_jobs=%d)", rt.worker_id, s.model, s.max_jobs)
         if not ctx.get(RESILIENT):
             log.warning(

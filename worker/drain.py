@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from chatlane.errors import CommitNotReplicated, LeaseLost
 from chatlane.messages import encode_message, turn_messages
 from chatlane.scripts import AttemptEnd, Begun, Finish, Next, Step, Stopped
+from worker import metrics
 from worker.budget import BudgetWait
 from worker.lease import Lease
 from worker.llm import stream_reply
@@ -37,6 +38,7 @@ class SessionRunner:
         # The attempt generating now, or the end of the last one not yet recorded by a commit.
         self._generating: Begun | None = None
         self._ended: AttemptEnd | None = None
+        self._last_reply: float | None = None  # perf_counter at the end of the last reply (handoff metric)
 
     async def run(self) -> str:
         rt = self.rt
@@ -56,6 +58,7 @@ class SessionRunner:
         try:
             return await self._serve(lease, step, tail)
         except LeaseLost:
+            metrics.LEASES_LOST.inc()
             log.warning("session %s: lease lost; the next holder re-runs the head turn", self.session_id)
             return "lease lost"
         except asyncio.CancelledError:
@@ -108,6 +111,7 @@ class SessionRunner:
                 step = await lease.advance(finish, self._ended, nxt)
             except CommitNotReplicated as e:
                 step = await hold_until_replicated(rt, lease, e)
+            metrics.turn_committed(finish.completed)
             self._ended = None
             if messages:
                 window.extend(messages)
@@ -125,6 +129,7 @@ class SessionRunner:
         while True:
             if turn.paused_ms:
                 raise BudgetWait(turn.paused_ms, "provider pause")
+            metrics.turn_begun(turn)
             try:
                 self._generating = turn
                 try:
@@ -137,6 +142,7 @@ class SessionRunner:
             except (LeaseLost, BudgetWait):
                 raise
             except Exception as e:
+                metrics.model_error(e)
                 paused_ms = await rt.budget.pause_for(e)
                 if paused_ms is not None:
                     raise BudgetWait(paused_ms, "provider 429") from e
@@ -165,13 +171,18 @@ class SessionRunner:
             lease.slot = (rt.budget.slots_key, taken.slot)
         pub = ChunkPublisher(rt.streams, rt.keys.stream(turn.turn_id), turn.attempt)
         used: int | None = None
+        if self._last_reply is not None:
+            metrics.HANDOFF.observe(time.perf_counter() - self._last_reply)
+        gen = metrics.Generation()
         try:
             reply = await stream_reply(
                 rt.model, messages, session_id=self.session_id, turn_id=turn.turn_id, attempt=turn.attempt,
-                on_chunk=pub.put,
+                on_chunk=gen.chunks(pub.put),
             )  # fmt: skip
             used = reply.usage_metadata["total_tokens"] if reply.usage_metadata else None
         except BaseException:
+            gen.done(ok=False)
+            self._last_reply = None  # a retry's start is not a handoff
             pub.cancel()
             raise
         finally:
@@ -179,5 +190,7 @@ class SessionRunner:
             if taken is not None:
                 # Shielded: a lease loss re-cancels this task until it is done; the slot must go back.
                 await asyncio.shield(rt.budget.give_back(taken, used))
+        self._last_reply = gen.done(ok=True)
+        metrics.usage(dict(reply.usage_metadata) if reply.usage_metadata else None)
         await pub.aclose()
         return reply

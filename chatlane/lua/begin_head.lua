@@ -3,7 +3,8 @@
 -- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
--- {"turn", id, text, attempts, started_ms}. With the inbox empty it releases the lease, takes
+-- {"turn", id, text, attempts, started_ms, 0, created_ms} (callers fill item 6; created_ms: when
+-- it was enqueued, for the queue-wait metric). With the inbox empty it releases the lease, takes
 -- the session out of the pending set and returns {"released"}. On the way it drops (and counts)
 -- a head whose record was deleted by hand, and fails a head that has already used all its
 -- attempts (each interrupted by a crash or a lost lease), so a poison turn cannot wedge a session.
@@ -33,9 +34,11 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
         if attempts > 1 then
           redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
         end
-        return {"turn", head, redis.call("HGET", tk, "text"), attempts, now_ms}
+        local rec = redis.call("HMGET", tk, "text", "created")
+        return {"turn", head, rec[1], attempts, now_ms, 0, tonumber(rec[2]) or 0}
       end
       redis.call("HSET", tk, "attempts", max_attempts)
+      redis.call("HINCRBY", stats_key, "turns_abandoned", 1)
       redis.call("LPOP", inbox_key)
       end_turn(tk, tk .. suffix, "failed", "error",
         "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)",

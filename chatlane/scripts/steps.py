@@ -17,6 +17,7 @@ class Begun:
     attempt: int
     started_ms: int
     paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
+    created_ms: int = 0  # when it was enqueued (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ Step = Begun | Released | Stopped
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), int(res[5]) if len(res) > 5 else 0)
+        extra = [int(x) for x in res[5:7]]
+        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), *extra)
     if kind == "released":
         return Released()
     if kind == "stopped":
