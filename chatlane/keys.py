@@ -20,6 +20,7 @@ class SessionKeys:
     lease: str  # STRING holder token, PX ttl
     fence: str  # counter, bumped by every claim
     drain_job: str  # STRING id of the arq drain job queued for this session, if any
+    turns: str  # SET of every turn id enqueued in the session (delete and export find them here)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ class Keys:
 
     def webhook_log(self, turn_id: str) -> str:
         """LIST of JSON delivery attempts of a turn's webhook (expires with the turn record)."""
-        return f"{self.turn_prefix}{turn_id}:webhook"
+        return f"{self.turn_prefix}{turn_id}{self.webhook_suffix}"
+
+    webhook_suffix = ":webhook"
 
     @property
     def sweep_turn(self) -> str:
@@ -99,6 +102,7 @@ class Keys:
             lease=f"{base}:lease",
             fence=f"{base}:fence",
             drain_job=f"{base}:drain",
+            turns=f"{base}:turns",
         )
 
     def budget(self, model: str) -> BudgetKeys:

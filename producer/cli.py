@@ -71,6 +71,14 @@ async def _retry(p: ChatProducer, a: argparse.Namespace) -> Any:
     return {"retry_of": a.turn_id, "created": enq.created, "turn": enq.status}
 
 
+async def _delete(p: ChatProducer, a: argparse.Namespace) -> Any:
+    return {"session_id": a.session_id, **dataclasses.asdict(await p.delete_session(a.session_id))}
+
+
+async def _export(p: ChatProducer, a: argparse.Namespace) -> Any:
+    return await p.export_session(a.session_id)
+
+
 def _turn_line(t: TurnStatus) -> str:
     when = t.finished_at or t.started_at or t.created_at
     detail = t.error or t.reply or ""
@@ -88,6 +96,12 @@ def render_text(command: str, result: Any) -> str:
             turns: list[TurnStatus] = getattr(result, name)
             lines += [f"{name}: {len(turns)} turn(s)", *map(_turn_line, turns)]
         return "\n".join(lines)
+    if command == "export-session":
+        # An export is data, not a report: always JSON.
+        return json.dumps(data, indent=2)
+    if command == "delete-session":
+        active = f"{data['cancelled']} queued or running"
+        return f"deleted session {data['session_id']}: {data['turns']} turn(s) ({active}), {data['messages']} messages"
     if command == "retry":
         st: TurnStatus = result["turn"]
         verb = "enqueued" if result["created"] else "already retried as"
@@ -119,6 +133,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--since", type=duration_s, help="only those that ended this long ago or later (90s, 15m, 2h, 1d)")
     r = add("retry", _retry, "enqueue a failed turn's text again at the end of its session")
     r.add_argument("turn_id")
+    d = add("delete-session", _delete, "erase a session: history, turns (queued and running ones too), streams, keys")
+    d.add_argument("session_id")
+    e = add("export-session", _export, "print a session's history and turns as JSON")
+    e.add_argument("session_id")
     return top
 
 

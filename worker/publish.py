@@ -14,14 +14,14 @@ import logging
 
 from redis.asyncio import Redis
 
-from chatlane.stream import chunk_fields
+from chatlane.scripts.publish import PublishChunks
 
 log = logging.getLogger("chatlane.publish")
 
 
 class StreamWriter:
     def __init__(self, redis: Redis, ttl_ms: int) -> None:
-        self.redis = redis
+        self._publish = PublishChunks(redis)
         # Every write also sets the stream's TTL, so no stream outlives its turn for good: an
         # ex-holder that resumes after the turn ended and its stream expired would otherwise
         # re-create the key without one. The end script later cuts it to the retention.
@@ -49,11 +49,8 @@ class StreamWriter:
             batch, self._pending = self._pending, {}
             written, self._written = self._written, None
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for (key, attempt), texts in batch.items():
-                        pipe.xadd(key, chunk_fields(attempt, "".join(texts)))  # type: ignore[arg-type]
-                        pipe.pexpire(key, self.ttl_ms)
-                    await pipe.execute()
+                # One script per batch: it skips turns whose record is gone (a deleted session).
+                await self._publish({k: "".join(texts) for k, texts in batch.items()}, self.ttl_ms)
             except Exception as e:
                 # Streaming is a view; the committed reply in the turn record is the truth.
                 log.warning("could not publish chunks to %d stream(s): %s", len(batch), e)
