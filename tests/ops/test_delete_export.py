@@ -106,3 +106,14 @@ async def test_export_round_trips_and_delete_over_http_and_cli(fleet: Fleet, pro
     assert await cli_json(fleet, "delete-session", s2) == {"session_id": s2, "turns": 1, "cancelled": 0, "messages": 2}
     code, out, _ = await cli(fleet, "delete-session", s2)
     assert code == 0 and out.startswith(f"deleted session {s2}: 0 turn(s)")
+
+
+async def test_a_delivery_result_after_the_delete_writes_nothing(producer: ChatProducer, raw_redis: Redis) -> None:
+    from chatlane.scripts.webhooks import WebhookResult
+
+    turn_id = "b" * 32
+    await raw_redis.zadd(producer.keys.webhooks_due, {turn_id: 1})
+    result = WebhookResult(raw_redis, producer.keys)
+    assert await result(turn_id=turn_id, entry="{}", ok=False, retry_ms=1000, span_ms=60_000) == "gone"
+    assert not await raw_redis.exists(producer.keys.turn(turn_id), producer.keys.webhook_log(turn_id))
+    assert await raw_redis.zscore(producer.keys.webhooks_due, turn_id) is None
