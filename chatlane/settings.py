@@ -8,6 +8,7 @@ Nothing here is read at import time: ``get_settings()`` reads the environment on
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -174,11 +175,13 @@ class LimitsConfig(BaseModel):
 
 
 class OpsConfig(BaseModel):
-    """What operators see: the worker's metrics port."""
+    """What operators see: the worker's metrics port and its log format."""
 
     # A worker process serves Prometheus metrics on this port (0 or unset: none). Each worker
     # process needs its own port: README "Operating chatlane" has how to run several.
     metrics_port: int | None = Field(None, ge=0, lt=65536)
+    # Worker log lines as text or as one JSON object per line (chatlane/logs.py).
+    log_format: Literal["text", "json"] = "text"
 
 
 class Settings(

@@ -11,6 +11,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from chatlane.errors import CommitNotReplicated, LeaseLost
+from chatlane.logs import turn_fields
 from chatlane.messages import encode_message, turn_messages
 from chatlane.scripts import AttemptEnd, Begun, Finish, Next, Step, Stopped
 from worker import metrics
@@ -59,7 +60,10 @@ class SessionRunner:
             return await self._serve(lease, step, tail)
         except LeaseLost:
             metrics.LEASES_LOST.inc()
-            log.warning("session %s: lease lost; the next holder re-runs the head turn", self.session_id)
+            log.warning(
+                "session %s: lease lost; the next holder re-runs the head turn", self.session_id,
+                extra=turn_fields(self.session_id),
+            )  # fmt: skip
             return "lease lost"
         except asyncio.CancelledError:
             # Worker shutdown past its grace (or job timeout): give the session back now
@@ -148,9 +152,15 @@ class SessionRunner:
                     raise BudgetWait(paused_ms, "provider 429") from e
                 error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # TimeoutError has no text
                 if turn.attempt >= s.max_attempts:
-                    log.warning("turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error)
+                    log.warning(
+                        "turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error,
+                        extra=turn_fields(self.session_id, turn.turn_id, turn.attempt),
+                    )  # fmt: skip
                     return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), ()
-                log.info("turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error)
+                log.info(
+                    "turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error,
+                    extra=turn_fields(self.session_id, turn.turn_id, turn.attempt),
+                )  # fmt: skip
                 await lease.guard(asyncio.sleep(self._backoff(turn.attempt)))
                 nxt = await lease.advance(None, self._ended, Next.begin)
                 self._ended = None
