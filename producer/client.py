@@ -334,10 +334,13 @@ class ChatProducer:
         for turn_id in turn_ids:
             with contextlib.suppress(TurnNotFound):  # expired, or deleted while we read
                 turns.append(await self.status(turn_id))
-        turns.sort(key=lambda t: (t.created_at, t.turn_id))
+        messages = [json.loads(entry) for entry in history]
+        # Enqueue times have ms resolution: ties go in history order (the order they ran).
+        ran = {m["data"].get("id", "").rsplit(":", 1)[0]: i for i, m in enumerate(messages)}
+        turns.sort(key=lambda t: (t.created_at, ran.get(t.turn_id, len(ran)), t.turn_id))
         return SessionExport(
             session_id=session_id,
             exported_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
-            history=[json.loads(entry) for entry in history],
+            history=messages,
             turns=turns,
         )

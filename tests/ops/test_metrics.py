@@ -66,11 +66,12 @@ async def test_metrics_move_with_a_workload(fleet: Fleet, producer: ChatProducer
     errors = sum(v for (name, _), v in worker_m.items() if name == "chatlane_model_errors_total")
     attempts = value(worker_m, "chatlane_attempts_total")
     assert errors > 0 and attempts == len(turns) + errors, (attempts, errors)
-    assert value(worker_m, "chatlane_queue_wait_seconds_count") == len(turns)
+    assert value(worker_m, "chatlane_queue_wait_seconds_count") == len(turns), worker_m
     assert value(worker_m, "chatlane_generation_seconds_count") == completed
     assert value(worker_m, "chatlane_time_to_first_token_seconds_count") >= completed
-    # Four turns per session, drained back to back: at least one handoff per session.
-    assert value(worker_m, "chatlane_handoff_seconds_count") >= len(sessions)
+    # A drain that finds the session's next turn already waiting hands off inside the drain (a turn
+    # that arrives after the drain released starts a new one: no handoff observed).
+    assert value(worker_m, "chatlane_handoff_seconds_count") >= 1
     assert value(worker_m, "chatlane_turns_running") == 0
 
 
