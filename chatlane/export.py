@@ -19,5 +19,5 @@ class SessionExport(BaseModel):
         "(messages_from_dict reads it back); ids are <turn_id>:user / <turn_id>:ai"
     )
     turns: list[TurnStatus] = Field(
-        description="every turn of the session whose record is still kept (CHATLANE_TURN_TTL_S), oldest first"
+        description="every turn of the session whose record is still kept (CHATLANE_TURN_TTL_S), in enqueue order"
     )

@@ -20,7 +20,7 @@ class SessionKeys:
     lease: str  # STRING holder token, PX ttl
     fence: str  # counter, bumped by every claim
     drain_job: str  # STRING id of the arq drain job queued for this session, if any
-    turns: str  # SET of every turn id enqueued in the session (delete and export find them here)
+    turns: str  # LIST of every turn id enqueued in the session, in order (delete and export read it)
 
 
 @dataclass(frozen=True)

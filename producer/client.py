@@ -324,7 +324,7 @@ class ChatProducer:
             # One transaction: the history and the turn list from the same instant.
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.lrange(sk.history, 0, -1)
-                pipe.smembers(sk.turns)
+                pipe.lrange(sk.turns, 0, -1)
                 pipe.time()
                 history, turn_ids, (sec, usec) = await pipe.execute()
             return list(history), list(turn_ids), sec * 1000 + usec // 1000
@@ -334,13 +334,9 @@ class ChatProducer:
         for turn_id in turn_ids:
             with contextlib.suppress(TurnNotFound):  # expired, or deleted while we read
                 turns.append(await self.status(turn_id))
-        messages = [json.loads(entry) for entry in history]
-        # Enqueue times have ms resolution: ties go in history order (the order they ran).
-        ran = {m["data"].get("id", "").rsplit(":", 1)[0]: i for i, m in enumerate(messages)}
-        turns.sort(key=lambda t: (t.created_at, ran.get(t.turn_id, len(ran)), t.turn_id))
         return SessionExport(
             session_id=session_id,
             exported_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
-            history=messages,
+            history=[json.loads(entry) for entry in history],
             turns=turns,
         )

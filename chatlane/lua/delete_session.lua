@@ -14,7 +14,7 @@ local history_key   = KEYS[2]
 local lease_key     = KEYS[3]
 local fence_key     = KEYS[4]
 local drain_job_key = KEYS[5]
-local turns_key     = KEYS[6]  -- the session's turn ids (SET, enqueue.lua)
+local turns_key     = KEYS[6]  -- the session's turn ids (LIST, enqueue.lua)
 local pending_key   = KEYS[7]  -- pending sessions (SET)
 local outbox_key    = KEYS[8]  -- webhooks due (ZSET turn id -> ms)
 local session_id    = ARGV[1]
@@ -22,7 +22,7 @@ local prefix        = ARGV[2]  -- turn key prefix
 local stream_suffix = ARGV[3]
 local webhook_suffix = ARGV[4]
 
-local ids = redis.call("SMEMBERS", turns_key)
+local ids = redis.call("LRANGE", turns_key, 0, -1)
 -- The inbox too: turns enqueued before the index existed.
 for _, id in ipairs(redis.call("LRANGE", inbox_key, 0, -1)) do
   ids[#ids + 1] = id
