@@ -19,9 +19,7 @@ from chatlane.scripts import Begun
 # Seconds; from a 10 ms poll delay to a slow model's whole reply.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
-TURNS_ENDED = Counter(
-    "chatlane_turns_ended", "Turns this worker ended with a fenced commit", ["state", "reason"]
-)  # fmt: skip
+TURNS_ENDED = Counter("chatlane_turns_ended", "Turns this worker ended with a fenced commit", ["state", "reason"])
 MODEL_ERRORS = Counter("chatlane_model_errors", "Failed generation attempts, by exception class", ["type"])
 ATTEMPTS = Counter("chatlane_attempts", "Generation attempts begun")
 LEASES_LOST = Counter("chatlane_leases_lost", "Drains that stopped because their lease was lost")
@@ -30,9 +28,10 @@ QUEUE_WAIT = Histogram("chatlane_queue_wait_seconds", "Enqueue to first attempt'
 FIRST_TOKEN = Histogram("chatlane_time_to_first_token_seconds", "Model call to first text chunk", buckets=_BUCKETS)
 GENERATION = Histogram("chatlane_generation_seconds", "Model call to the whole reply", buckets=_BUCKETS)
 HANDOFF = Histogram(
-    "chatlane_handoff_seconds", "End of one turn's generation to the start of the session's next, in one drain",
+    "chatlane_handoff_seconds",
+    "End of one turn's generation to the start of the session's next, in one drain",
     buckets=_BUCKETS,
-)  # fmt: skip
+)
 RUNNING = Gauge("chatlane_turns_running", "Generations in flight in this process")
 
 
