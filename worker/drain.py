@@ -11,8 +11,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chatlane.errors import CommitNotReplicated, HistoryEntryUnreadable, LeaseLost
+from chatlane.logs import turn_fields
 from chatlane.messages import USER_SUFFIX, encode_message, reply_text, turn_messages
 from chatlane.scripts import AttemptEnd, Begun, Finish, Next, Step, Stopped
+from worker import metrics
 from worker.budget import BudgetWait
 from worker.history import SessionHistory
 from worker.lease import Lease
@@ -38,6 +40,7 @@ class SessionRunner:
         # The attempt generating now, or the end of the last one not yet recorded by a commit.
         self._generating: Begun | None = None
         self._ended: AttemptEnd | None = None
+        self._last_reply: float | None = None  # perf_counter at the end of the last reply (handoff metric)
 
     async def run(self) -> str:
         rt = self.rt
@@ -57,7 +60,11 @@ class SessionRunner:
         try:
             return await self._serve(lease, step, tail)
         except LeaseLost:
-            log.warning("session %s: lease lost; the next holder re-runs the head turn", self.session_id)
+            metrics.LEASES_LOST.inc()
+            log.warning(
+                "session %s: lease lost; the next holder re-runs the head turn", self.session_id,
+                extra=turn_fields(self.session_id),
+            )  # fmt: skip
             return "lease lost"
         except asyncio.CancelledError:
             # Worker shutdown past its grace (or job timeout): give the session back now
@@ -112,6 +119,7 @@ class SessionRunner:
                 step = await lease.advance(finish, self._ended, nxt)
             except CommitNotReplicated as e:
                 step = await hold_until_replicated(rt, lease, e)
+            metrics.turn_committed(finish.completed)
             self._ended = None
             if messages:
                 history.committed(messages)
@@ -135,6 +143,7 @@ class SessionRunner:
         while True:
             if turn.paused_ms:
                 raise BudgetWait(turn.paused_ms, "provider pause")
+            metrics.turn_begun(turn)
             try:
                 self._generating = turn
                 try:
@@ -147,14 +156,21 @@ class SessionRunner:
             except (LeaseLost, BudgetWait):
                 raise
             except Exception as e:
+                metrics.model_error(e)
                 paused_ms = await rt.budget.pause_for(e)
                 if paused_ms is not None:
                     raise BudgetWait(paused_ms, "provider 429") from e
                 error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # TimeoutError has no text
                 if turn.attempt >= s.max_attempts:
-                    log.warning("turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error)
+                    log.warning(
+                        "turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error,
+                        extra=turn_fields(self.session_id, turn.turn_id, turn.attempt),
+                    )  # fmt: skip
                     return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), []
-                log.info("turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error)
+                log.info(
+                    "turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error,
+                    extra=turn_fields(self.session_id, turn.turn_id, turn.attempt),
+                )  # fmt: skip
                 await lease.guard(asyncio.sleep(self._backoff(turn.attempt)))
                 nxt = await lease.advance(None, self._ended, Next.begin)
                 self._ended = None
@@ -188,10 +204,15 @@ class SessionRunner:
             lease.slot = (rt.budget.slots_key, taken.slot)
         pub = ChunkPublisher(rt.streams, rt.keys.stream(turn.turn_id), turn.attempt)
         used: int | None = None
+        if self._last_reply is not None:
+            metrics.HANDOFF.observe(time.perf_counter() - self._last_reply)
+        gen = metrics.Generation()
         try:
-            added = await rt.handler.run(handler_turn, pub)
+            added = await rt.handler.run(handler_turn, gen.emitter(pub))
             used = sum(m.usage_metadata["total_tokens"] for m in added if isinstance(m, AIMessage) and m.usage_metadata)
         except BaseException:
+            gen.done(ok=False)
+            self._last_reply = None  # a retry's start is not a handoff
             pub.cancel()
             raise
         finally:
@@ -199,6 +220,10 @@ class SessionRunner:
             if taken is not None:
                 # Shielded: a lease loss re-cancels this task until it is done; the slot must go back.
                 await asyncio.shield(rt.budget.give_back(taken, used))
+        self._last_reply = gen.done(ok=True)
+        for m in added:
+            if isinstance(m, AIMessage) and m.usage_metadata:
+                metrics.usage(dict(m.usage_metadata))
         await pub.aclose()
         if not all(isinstance(m, BaseMessage) for m in added):
             raise TypeError(f"the {rt.handler.kind} handler returned something other than messages")

@@ -5,7 +5,7 @@
 -- Returns one of
 --   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
 --                 fence: a paused or partitioned ex-holder can never commit.
---   {"turn", id, text, attempts, started_ms, metadata, paused_ms}   the next turn is now running
+--   {"turn", id, text, attempts, started_ms, metadata, created_ms, paused_ms}   the next turn is now running
 --                 (attempt counted); paused_ms: what is left of the model's provider pause, 0 if none
 --   {"released"}  the inbox is empty: lease deleted, session left the pending set
 --   {"stopped"}   `next_step` was "stop", or "yield" and another session's drain job has waited
@@ -85,6 +85,6 @@ end
 local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
   now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
 if step[1] == "turn" then
-  step[7] = math.max(0, redis.call("PTTL", pause_key))
+  step[8] = math.max(0, redis.call("PTTL", pause_key))
 end
 return step

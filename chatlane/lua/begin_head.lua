@@ -3,11 +3,12 @@
 -- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
--- {"turn", id, text, attempts, started_ms, metadata} (metadata: the turn's JSON object, or "").
--- With the inbox empty it releases the lease, takes the session out of the pending set and
--- returns {"released"}. On the way it drops (and counts) a head whose record was deleted by hand,
--- and fails a head that has already used all its attempts (each interrupted by a crash or a lost
--- lease), so a poison turn cannot wedge a session.
+-- {"turn", id, text, attempts, started_ms, metadata, created_ms} (metadata: the turn's JSON object,
+-- or ""; created_ms: when it was enqueued, for the queue-wait metric; claim.lua and advance.lua
+-- append an 8th item, the model's provider pause). With the inbox empty it releases the lease,
+-- takes the session out of the pending set and returns {"released"}. On the way it drops (and
+-- counts) a head whose record was deleted by hand, and fails a head that has already used all its
+-- attempts (each interrupted by a crash or a lost lease), so a poison turn cannot wedge a session.
 -- Each attempt's start is kept as "a<n>s" beside "started" (the latest): see record_attempt.lua.
 --   lease_key, inbox_key, stats_key, pending_key, session_id
 --   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
@@ -34,10 +35,11 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
         if attempts > 1 then
           redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
         end
-        local fields = redis.call("HMGET", tk, "text", "metadata")
-        return {"turn", head, fields[1], attempts, now_ms, fields[2] or ""}
+        local fields = redis.call("HMGET", tk, "text", "metadata", "created")
+        return {"turn", head, fields[1], attempts, now_ms, fields[2] or "", tonumber(fields[3]) or 0}
       end
       redis.call("HSET", tk, "attempts", max_attempts)
+      redis.call("HINCRBY", stats_key, "turns_abandoned", 1)
       redis.call("LPOP", inbox_key)
       end_turn(tk, tk .. suffix, "failed", "error",
         "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)",

@@ -17,6 +17,7 @@ local turn_key      = KEYS[5]  -- turn record (HASH)
 local pending_key   = KEYS[6]  -- pending sessions (SET)
 local job_key       = KEYS[7]  -- arq job key for drain_job_id
 local queue_key     = KEYS[8]  -- arq queue (ZSET)
+local turns_key     = KEYS[9]  -- the session's turn ids in enqueue order (LIST; delete_session.lua owns it)
 local session_id    = ARGV[1]
 local turn_id       = ARGV[2]
 local text          = ARGV[3]
@@ -53,6 +54,7 @@ if metadata ~= "" then
   redis.call("HSET", turn_key, "metadata", metadata)
 end
 local position = redis.call("RPUSH", inbox_key, turn_id) - 1
+redis.call("RPUSH", turns_key, turn_id)
 redis.call("SADD", pending_key, session_id)
 local queued = 0
 if redis.call("EXISTS", lease_key) == 0 and redis.call("EXISTS", drain_job_key) == 0 then

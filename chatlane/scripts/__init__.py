@@ -9,6 +9,7 @@ from chatlane.scripts.attempt_ended import AttemptEnded
 from chatlane.scripts.budget import BudgetAcquire, BudgetPause, BudgetRelease, Granted, Limits, Wait, Wake
 from chatlane.scripts.cancel import Cancel
 from chatlane.scripts.claim import Claim, Claimed
+from chatlane.scripts.delete_session import Deleted, DeleteSession
 from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue
 from chatlane.scripts.handback import Handback
 from chatlane.scripts.renew import Renew
@@ -29,6 +30,8 @@ __all__ = [
     "Cancel",
     "Claim",
     "Claimed",
+    "DeleteSession",
+    "Deleted",
     "Duplicate",
     "Enqueue",
     "Finish",

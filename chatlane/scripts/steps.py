@@ -19,6 +19,7 @@ class Begun:
     started_ms: int
     metadata: dict[str, Any] = field(default_factory=dict)  # given at enqueue ({} if none)
     paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
+    created_ms: int = 0  # when it was enqueued (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,10 @@ Step = Begun | Released | Stopped
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), json.loads(res[5]) if res[5] else {},
-                     int(res[6]) if len(res) > 6 else 0)  # fmt: skip
+        return Begun(
+            str(res[1]), str(res[2]), int(res[3]), int(res[4]), json.loads(res[5]) if res[5] else {},
+            paused_ms=int(res[7]) if len(res) > 7 else 0, created_ms=int(res[6]),
+        )  # fmt: skip
     if kind == "released":
         return Released()
     if kind == "stopped":
