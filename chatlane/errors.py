@@ -145,3 +145,13 @@ class LeaseLost(Exception):
     def __init__(self, lease_key: str) -> None:
         super().__init__(f"lease {lease_key} is no longer ours")
         self.lease_key = lease_key
+
+
+class TurnNotRetryable(ChatlaneError):
+    code = "turn_not_retryable"
+    http_status = 409
+
+    def __init__(self, turn_id: str, state: str) -> None:
+        super().__init__(f"turn {turn_id} is {state}; only failed turns can be retried")
+        self.turn_id = turn_id
+        self.state = state

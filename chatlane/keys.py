@@ -21,6 +21,7 @@ class SessionKeys:
     fence: str  # counter, bumped by every claim
     drain_job: str  # STRING id of the arq drain job queued for this session, if any
     summary: str  # HASH upto, text: summary of history[0:upto] (history strategy "summarize")
+    turns: str  # LIST of every turn id enqueued in the session, in order (delete and export read it)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class Keys:
 
     def webhook_log(self, turn_id: str) -> str:
         """LIST of JSON delivery attempts of a turn's webhook (expires with the turn record)."""
-        return f"{self.turn_prefix}{turn_id}:webhook"
+        return f"{self.turn_prefix}{turn_id}{self.webhook_suffix}"
+
+    webhook_suffix = ":webhook"
 
     @property
     def deadlines(self) -> str:
@@ -115,6 +118,7 @@ class Keys:
             fence=f"{base}:fence",
             drain_job=f"{base}:drain",
             summary=f"{base}:summary",
+            turns=f"{base}:turns",
         )
 
     def budget(self, model: str) -> BudgetKeys:

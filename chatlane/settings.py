@@ -211,6 +211,16 @@ class LimitsConfig(BaseModel):
     stream_ttl_s: int = Field(600, ge=1)
 
 
+class OpsConfig(BaseModel):
+    """What operators see: the worker's metrics port and its log format."""
+
+    # A worker process serves Prometheus metrics on this port (0 or unset: none). Each worker
+    # process needs its own port: README "Operating chatlane" has how to run several.
+    metrics_port: int | None = Field(None, ge=0, lt=65536)
+    # Worker log lines as text or as one JSON object per line (chatlane/logs.py).
+    log_format: Literal["text", "json"] = "text"
+
+
 class Settings(
     BaseSettings,
     RedisConfig,
@@ -222,6 +232,7 @@ class Settings(
     SteeringConfig,
     ApiConfig,
     LimitsConfig,
+    OpsConfig,
 ):
     model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
 

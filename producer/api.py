@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from chatlane.export import SessionExport
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
 from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
@@ -25,11 +26,13 @@ from producer.api_schemas import (
     Health,
     MessagePage,
     Ready,
+    SessionDeleted,
     SessionTurns,
     TurnRequest,
     message_of,
 )
 from producer.client import ChatProducer
+from producer.metrics import render
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
 
 log = logging.getLogger("chatlane.api")
@@ -185,6 +188,19 @@ def v1_router(auth: bool) -> APIRouter:
             session_id=session_id, total=page.total, messages=messages, next_before=start if start > 0 else None
         )
 
+    @v1.delete("/sessions/{session_id}", summary="Delete a session and its turns", responses=error_responses(422))
+    async def delete_session(session_id: SessionId, producer: Producer) -> SessionDeleted:
+        """Erases the history, every turn (queued and running ones are cancelled by removal: their
+        status becomes 404), their streams, idempotency keys and webhook logs, atomically. A running
+        generation's commit is refused. Deleting a session that does not exist deletes nothing."""
+        d = await producer.delete_session(session_id)
+        return SessionDeleted(session_id=session_id, turns=d.turns, cancelled=d.cancelled, messages=d.messages)
+
+    @v1.get("/sessions/{session_id}/export", summary="Export a session", responses=error_responses(422))
+    async def export_session(session_id: SessionId, producer: Producer) -> SessionExport:
+        """The history (as stored, LangChain's messages_to_dict shape) and every turn still kept."""
+        return await producer.export_session(session_id)
+
     return v1
 
 
@@ -211,6 +227,17 @@ async def readyz(producer: Producer) -> Ready | Response:
             503, "no_workers", f"Redis answers, but no worker sent a heartbeat in the last {READY_HEARTBEAT_S:g}s"
         )
     return Ready(workers=workers)
+
+
+@probes.get(
+    "/metrics",
+    summary="Prometheus metrics of the fleet (README: Operating chatlane)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, **error_responses(503)},
+)
+async def metrics(producer: Producer) -> Response:
+    body, content_type = render(await producer.fleet_status())
+    return Response(body, media_type=content_type)
 
 
 def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALIVE_S) -> FastAPI:

@@ -130,3 +130,10 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     workers: int = Field(description="workers with a heartbeat in the readiness window")
+
+
+class SessionDeleted(BaseModel):
+    session_id: str
+    turns: int = Field(description="turn records removed")
+    cancelled: int = Field(description="of them, turns that were queued or running")
+    messages: int = Field(description="history messages removed")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage
@@ -24,10 +27,22 @@ from chatlane.errors import (
     WaitTimeout,
     WebhookNotAllowed,
 )
+from chatlane.export import SessionExport
+from chatlane.fleet import FleetStatus, read_fleet
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.messages import decode_entry, page_bounds
-from chatlane.scripts import Accepted, Cancel, Duplicate, Enqueue, Expire, Joined, Replication
+from chatlane.scripts import (
+    Accepted,
+    Cancel,
+    Deleted,
+    DeleteSession,
+    Duplicate,
+    Enqueue,
+    Expire,
+    Joined,
+    Replication,
+)
 from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
@@ -82,6 +97,7 @@ class ChatProducer(Steering):
         self._enqueue = Enqueue(self.redis, self.keys, self.settings, self._replication)
         self._cancel = Cancel(self.redis, self.keys, self.settings, self._replication)
         self._expire = Expire(self.redis, self.keys, self.settings)
+        self._delete = DeleteSession(self.redis, self.keys, self._replication)
         self._redeliver = WebhookRedeliver(self.redis, self.keys)
 
     async def __aenter__(self) -> ChatProducer:
@@ -337,6 +353,44 @@ class ChatProducer(Steering):
         """
         since_ms = int((time.time() - within_s) * 1000)
         return await self._call(lambda: self.redis.zcount(self.keys.workers, since_ms, "+inf"))
+
+    async def fleet_status(self) -> FleetStatus:
+        """Workers alive, queue depth, pending sessions and the fleet counters (chatlane/fleet.py)."""
+        return await self._call(lambda: read_fleet(self.redis, self.keys))
+
+    # -- erasure ---------------------------------------------------------------------------
+
+    async def delete_session(self, session_id: str) -> Deleted:
+        """Erase a session in one fenced script (delete_session.lua): its queued and running turns
+        are cancelled by removal, a running drain's commit is refused, and no key of it is left."""
+        validate_session_id(session_id)
+        return await self._call(lambda: self._delete(session_id))
+
+    async def export_session(self, session_id: str) -> SessionExport:
+        """The session's history and its turns (those whose records are still kept), as JSON."""
+        validate_session_id(session_id)
+        sk = self.keys.session(session_id)
+
+        async def read() -> tuple[list[str], list[str], int]:
+            # One transaction: the history and the turn list from the same instant.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lrange(sk.history, 0, -1)
+                pipe.lrange(sk.turns, 0, -1)
+                pipe.time()
+                history, turn_ids, (sec, usec) = await pipe.execute()
+            return list(history), list(turn_ids), sec * 1000 + usec // 1000
+
+        history, turn_ids, now_ms = await self._call(read)
+        turns: list[TurnStatus] = []
+        for turn_id in turn_ids:
+            with contextlib.suppress(TurnNotFound):  # expired, or deleted while we read
+                turns.append(await self.status(turn_id))
+        return SessionExport(
+            session_id=session_id,
+            exported_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
+            history=[json.loads(entry) for entry in history],
+            turns=turns,
+        )
 
 
 def _decoded(raw: str, index: int) -> BaseMessage | HistoryEntryUnreadable:

@@ -211,17 +211,26 @@ async def test_no_key_outlives_its_retention(fleet: Fleet, producer: ChatProduce
         await producer.wait(t.turn_id, 20)
     no_ttl = {k for k in await keys_with_prefix(raw_redis, fleet.prefix) if await raw_redis.pttl(k) == -1}
     sk = producer.keys.session(s)
-    allowed = {sk.history, sk.fence, producer.keys.stats, producer.keys.workers, producer.keys.queue}
+    # The session's own keys without a TTL are deleted by delete_session.lua.
+    allowed = {sk.history, sk.fence, sk.turns, producer.keys.stats, producer.keys.workers, producer.keys.queue}
     assert no_ttl <= allowed, no_ttl
 
 
 async def test_a_late_chunk_cannot_create_a_stream_without_ttl(producer: ChatProducer, raw_redis: Redis) -> None:
-    """An ex-holder resuming after the turn ended and its stream expired still writes chunks."""
+    """An ex-holder resuming after the turn ended and its stream expired still writes chunks, with
+    a TTL; after its record is gone too (expired, or the session deleted) it writes nothing."""
     from worker.publish import ChunkPublisher, StreamWriter
 
     key = producer.keys.stream("a" * 32)
-    pub = ChunkPublisher(StreamWriter(raw_redis, ttl_ms=60_000), key, attempt=1)
+    writer = StreamWriter(raw_redis, ttl_ms=60_000)
+    pub = ChunkPublisher(writer, key, attempt=1)
+    pub.text("late token")
+    await pub.aclose()
+    assert not await raw_redis.exists(key)
+    await raw_redis.hset(producer.keys.turn("a" * 32), "state", "completed")  # type: ignore[misc]
+    pub = ChunkPublisher(writer, key, attempt=1)
     pub.text("late token")
     await pub.aclose()
     assert await raw_redis.xlen(key) == 1
     assert 0 < await raw_redis.pttl(key) <= 60_000
+    await raw_redis.delete(producer.keys.turn("a" * 32), key)

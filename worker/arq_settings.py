@@ -17,6 +17,7 @@ from arq import func
 from chatlane.jobs import DRAIN, job_deserializer, job_serializer
 from chatlane.keys import Keys
 from chatlane.settings import Settings
+from worker import metrics
 from worker.drain import drain
 from worker.handler_loader import load_handler
 from worker.handlers import TurnHandler
@@ -40,6 +41,7 @@ def worker_settings(s: Settings, handler: TurnHandler | None = None) -> type:
         # keep it out of the collector's full passes, which otherwise stall the loop for ~40 ms at
         # random turns (bench B3/B4 tails).
         gc.freeze()
+        metrics.serve(s.metrics_port)
         log.info("chatlane worker %s up (%s, max_jobs=%d)", rt.worker_id, s.handler or f"model={s.model}", s.max_jobs)
         if not ctx.get(RESILIENT):
             log.warning(

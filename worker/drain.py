@@ -11,9 +11,11 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 
 from chatlane.errors import CommitNotReplicated, HistoryEntryUnreadable, LeaseLost
+from chatlane.logs import turn_fields
 from chatlane.messages import encode_message, interrupted_turn_messages, reply_text, turn_messages, user_messages
 from chatlane.scripts import AttemptEnd, Begun, Deferred, Finish, Next, Step, Stopped, StopRequested
 from chatlane.stream import StreamEvent, partial_reply
+from worker import metrics
 from worker.budget import BudgetWait
 from worker.history import SessionHistory
 from worker.lease import Lease
@@ -40,6 +42,7 @@ class SessionRunner:
         # The attempt generating now, or the end of the last one not yet recorded by a commit.
         self._generating: Begun | None = None
         self._ended: AttemptEnd | None = None
+        self._last_reply: float | None = None  # perf_counter at the end of the last reply (handoff metric)
         # What the latest attempt streamed: a stopped turn's partial reply.
         self._partial: PartialReply | None = None
 
@@ -61,7 +64,11 @@ class SessionRunner:
         try:
             return await self._serve(lease, step, tail)
         except LeaseLost:
-            log.warning("session %s: lease lost; the next holder re-runs the head turn", self.session_id)
+            metrics.LEASES_LOST.inc()
+            log.warning(
+                "session %s: lease lost; the next holder re-runs the head turn", self.session_id,
+                extra=turn_fields(self.session_id),
+            )  # fmt: skip
             return "lease lost"
         except asyncio.CancelledError:
             # Worker shutdown past its grace (or job timeout): give the session back now
@@ -113,6 +120,7 @@ class SessionRunner:
             self._ended = None
             if isinstance(step, StopRequested) and step.turn_id == finish.turn_id:
                 continue  # not committed: a stop request came first and decides (advance.lua)
+            metrics.turn_committed(finish.completed, stopped=finish.stopped)
             served += 1
             if finish.stopped:
                 # Whether its partial reply went to history was the stop request's to decide.
@@ -183,6 +191,7 @@ class SessionRunner:
         while True:
             if turn.paused_ms:
                 raise BudgetWait(turn.paused_ms, "provider pause")
+            metrics.turn_begun(turn)
             try:
                 self._generating = turn
                 try:
@@ -196,14 +205,21 @@ class SessionRunner:
             except (LeaseLost, BudgetWait, TurnStopped):
                 raise
             except Exception as e:
+                metrics.model_error(e)
                 paused_ms = await rt.budget.pause_for(e)
                 if paused_ms is not None:
                     raise BudgetWait(paused_ms, "provider 429") from e
                 error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # TimeoutError has no text
                 if turn.attempt >= s.max_attempts:
-                    log.warning("turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error)
+                    log.warning(
+                        "turn %s failed after %d attempt(s): %s", turn.turn_id, turn.attempt, error,
+                        extra=turn_fields(self.session_id, turn.turn_id, turn.attempt),
+                    )  # fmt: skip
                     return Finish(turn.turn_id, False, f"failed after {turn.attempt} attempt(s): {error}"), []
-                log.info("turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error)
+                log.info(
+                    "turn %s attempt %d failed (%s); retrying", turn.turn_id, turn.attempt, error,
+                    extra=turn_fields(self.session_id, turn.turn_id, turn.attempt),
+                )  # fmt: skip
                 await lease.guard(asyncio.sleep(self._backoff(turn.attempt)), stop)
                 nxt = await lease.advance(None, self._ended, Next.begin)
                 self._ended = None
@@ -244,10 +260,15 @@ class SessionRunner:
         pub = ChunkPublisher(rt.streams, rt.keys.stream(turn.turn_id), turn.attempt)
         self._partial = PartialReply(turn.turn_id, pub)
         used: int | None = None
+        if self._last_reply is not None:
+            metrics.HANDOFF.observe(time.perf_counter() - self._last_reply)
+        gen = metrics.Generation()
         try:
-            added = await rt.handler.run(handler_turn, self._partial)
+            added = await rt.handler.run(handler_turn, gen.emitter(self._partial))
             used = sum(m.usage_metadata["total_tokens"] for m in added if isinstance(m, AIMessage) and m.usage_metadata)
         except BaseException:
+            gen.done(ok=False)
+            self._last_reply = None  # a retry's start is not a handoff
             if not stop.is_set():  # a stopped turn's text so far is its partial reply: keep it
                 pub.cancel()
             raise
@@ -256,6 +277,10 @@ class SessionRunner:
             if taken is not None:
                 # Shielded: a lease loss re-cancels this task until it is done; the slot must go back.
                 await asyncio.shield(rt.budget.give_back(taken, used))
+        self._last_reply = gen.done(ok=True)
+        for m in added:
+            if isinstance(m, AIMessage) and m.usage_metadata:
+                metrics.usage(dict(m.usage_metadata))
         await pub.aclose()
         if not all(isinstance(m, BaseMessage) for m in added):
             raise TypeError(f"the {rt.handler.kind} handler returned something other than messages")

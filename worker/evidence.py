@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 
+from chatlane.logs import turn_fields
 from chatlane.scripts import AttemptEnd, AttemptEnded
 
 log = logging.getLogger("chatlane.evidence")
@@ -41,7 +42,10 @@ class EvidenceLog:
                         await self._attempt_ended(ended)
                 except Exception as e:  # Redis unreachable: keep it, try again in a while
                     if time.monotonic() - since > GIVE_UP_S:
-                        log.warning("dropping the end record of %s attempt %d: %r", ended.turn_id, ended.attempt, e)
+                        log.warning(
+                            "dropping the end record of %s attempt %d: %r", ended.turn_id, ended.attempt, e,
+                            extra=turn_fields(turn_id=ended.turn_id, attempt=ended.attempt),
+                        )  # fmt: skip
                         self._pending.pop(0)
                         continue
                     with contextlib.suppress(TimeoutError):

@@ -16,6 +16,7 @@ import logging
 
 from redis.asyncio import Redis
 
+from chatlane.scripts.publish import PublishChunks
 from chatlane.stream import ToolEvent, chunk_fields
 
 log = logging.getLogger("chatlane.publish")
@@ -23,7 +24,7 @@ log = logging.getLogger("chatlane.publish")
 
 class StreamWriter:
     def __init__(self, redis: Redis, ttl_ms: int) -> None:
-        self.redis = redis
+        self._publish = PublishChunks(redis)
         # Every write also sets the stream's TTL, so no stream outlives its turn for good: an
         # ex-holder that resumes after the turn ended and its stream expired would otherwise
         # re-create the key without one. The end script later cuts it to the retention.
@@ -69,15 +70,13 @@ class StreamWriter:
             batch, self._pending = self._pending, {}
             written, self._written = self._written, None
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for key, entries in batch.items():
-                        for attempt, what in entries:
-                            if isinstance(what, list):
-                                pipe.xadd(key, chunk_fields(attempt, "".join(what)))  # type: ignore[arg-type]
-                            else:
-                                pipe.xadd(key, what.fields(attempt))  # type: ignore[arg-type]
-                        pipe.pexpire(key, self.ttl_ms)
-                    await pipe.execute()
+                # One script per batch: it skips turns whose record is gone (a deleted session).
+                entries = {
+                    key: [chunk_fields(attempt, "".join(what)) if isinstance(what, list) else what.fields(attempt)
+                          for attempt, what in items]
+                    for key, items in batch.items()
+                }  # fmt: skip
+                await self._publish(entries, self.ttl_ms)
             except Exception as e:
                 # Streaming is a view; the committed reply in the turn record is the truth.
                 log.warning("could not publish chunks to %d stream(s): %s", len(batch), e)

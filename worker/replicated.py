@@ -26,6 +26,7 @@ import logging
 import time
 
 from chatlane.errors import CommitNotReplicated, LeaseLost
+from chatlane.logs import turn_fields
 from chatlane.scripts import Begun, Replication, Step
 from worker.lease import Lease
 from worker.runtime import Runtime
@@ -57,5 +58,8 @@ async def hold_until_replicated(rt: Runtime, lease: Lease, err: CommitNotReplica
         await lease.handback()
         raise LeaseLost(lease.lease_key)
     waited = time.monotonic() - t0
-    log.info("session %s: commit of turn %s replicated after %.2fs more", lease.session_id, err.turn_id, waited)
+    log.info(
+        "session %s: commit of turn %s replicated after %.2fs more", lease.session_id, err.turn_id, waited,
+        extra=turn_fields(lease.session_id, err.turn_id),
+    )  # fmt: skip
     return err.step

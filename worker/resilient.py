@@ -23,6 +23,7 @@ from arq.worker import Worker, get_kwargs
 from redis import exceptions as redis_errors
 
 from chatlane.connection import REDIS_DOWN
+from chatlane.logs import formatter_config
 from chatlane.settings import Settings
 from worker.arq_settings import worker_settings
 from worker.handler_loader import HandlerError, load_handler
@@ -125,10 +126,10 @@ class ChatlaneWorker(Worker):
             raise
 
 
-def log_config() -> dict[str, Any]:
-    """arq's logging, with chatlane's loggers beside arq's (timestamps, the logger's name)."""
+def log_config(log_format: str = "text") -> dict[str, Any]:
+    """arq's logging, with chatlane's loggers beside arq's, as text or JSON (CHATLANE_LOG_FORMAT)."""
     config: dict[str, Any] = default_log_config(verbose=False)
-    config["formatters"]["arq.standard"]["format"] = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    config["formatters"]["arq.standard"] = formatter_config(log_format)
     config["loggers"]["chatlane"] = {"handlers": ["arq.standard"], "level": "INFO", "propagate": False}
     return config
 
@@ -136,7 +137,7 @@ def log_config() -> dict[str, Any]:
 def run_worker(settings: Settings, handler: object | None = None) -> None:
     """``handler``: an object to run turns with (see worker/handler_loader.py); default: the
     settings' ``handler`` (CHATLANE_HANDLER), else the chat model CHATLANE_MODEL names."""
-    logging.config.dictConfig(log_config())
+    logging.config.dictConfig(log_config(settings.log_format))
     turn_handler = start_handler(settings, handler)
     kwargs: dict[str, Any] = get_kwargs(worker_settings(settings, turn_handler))
     ChatlaneWorker(settings=settings, **kwargs).run()

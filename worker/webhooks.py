@@ -25,6 +25,7 @@ from standardwebhooks import Webhook
 
 from chatlane.connection import REDIS_DOWN
 from chatlane.keys import Keys
+from chatlane.logs import turn_fields
 from chatlane.scripts.webhooks import Delivery, WebhookClaim, WebhookResult
 from chatlane.settings import Settings, ms
 from chatlane.turns import TurnStatus
@@ -80,7 +81,7 @@ class WebhookSender:
                 if d is not None:
                     await self._send(client, d)
         except Exception as e:  # the entry reappears after its visibility timeout
-            log.warning("webhook of turn %s: %r; it will be retried", turn_id, e)
+            log.warning("webhook of turn %s: %r; it will be retried", turn_id, e, extra=turn_fields(turn_id=turn_id))
         finally:
             self._busy.pop(turn_id, None)
 
@@ -118,4 +119,7 @@ class WebhookSender:
         span_ms = ms(min(self.s.webhook_retry_span_s, self.s.turn_ttl_s))
         outcome = await self._result(turn_id=d.turn_id, entry=entry, ok=ok, retry_ms=retry_ms, span_ms=span_ms)
         if not ok:
-            log.info("webhook of turn %s attempt %d: %s -> %s", d.turn_id, d.attempt, status_code or error, outcome)
+            log.info(
+                "webhook of turn %s attempt %d: %s -> %s", d.turn_id, d.attempt, status_code or error, outcome,
+                extra=turn_fields(turn_id=d.turn_id),
+            )  # fmt: skip

@@ -5,10 +5,10 @@
 -- Returns one of
 --   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
 --                 fence: a paused or partitioned ex-holder can never commit.
---   {"turn", id, text, attempts, started_ms, metadata, paused_ms, more}   the next turn is now
---                 running (attempt counted); paused_ms: what is left of the model's provider pause,
---                 0 if none; more: the texts that joined it (JSON array) or ""
---   {"stopping", id, text, attempts, 0, metadata, 0, more}   a turn with a stop request
+--   {"turn", id, text, attempts, started_ms, metadata, created_ms, paused_ms, more}   the next turn
+--                 is now running (attempt counted); paused_ms: what is left of the model's provider
+--                 pause, 0 if none; more: the texts that joined it (JSON array) or ""
+--   {"stopping", id, text, attempts, 0, metadata, 0, 0, more}   a turn with a stop request
 --                 (stop_request.lua) is at the head: either the one `finish_id` names, whose
 --                 "completed" or "failed" was then NOT committed (the request came first and
 --                 decides the outcome; the caller commits it again as "stopped"), or the next one
@@ -79,7 +79,7 @@ if finish_id ~= "" then
     -- A stop was requested before this commit: it decides the outcome. Nothing is committed.
     redis.call("PEXPIRE", lease_key, ttl_ms)
     local f = redis.call("HMGET", tk, "text", "attempts", "metadata", "more")
-    return {"stopping", finish_id, f[1], tonumber(f[2] or "0"), 0, f[3] or "", 0, f[4] or ""}
+    return {"stopping", finish_id, f[1], tonumber(f[2] or "0"), 0, f[3] or "", 0, 0, f[4] or ""}
   end
   if stop == "interrupt" and #ARGV < FIRST_ENTRY + 1 then
     return redis.error_reply("chatlane: interrupted turn " .. finish_id .. " writes no user message and reply")
@@ -116,6 +116,6 @@ end
 local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
   now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
 if step[1] == "turn" then
-  step[7] = math.max(0, redis.call("PTTL", pause_key))
+  step[8] = math.max(0, redis.call("PTTL", pause_key))
 end
 return step

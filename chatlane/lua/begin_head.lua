@@ -3,9 +3,10 @@
 -- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
--- {"turn", id, text, attempts, started_ms, metadata, 0, more} (metadata: the turn's JSON object,
--- or ""; more: the JSON array of the texts that joined it after `text`, or ""; the callers put the
--- provider pause in 7th place). Unless head_gate.lua says the head has a stop request to commit
+-- {"turn", id, text, attempts, started_ms, metadata, created_ms, 0, more} (metadata: the turn's
+-- JSON object, or ""; created_ms: when it was enqueued, for the queue-wait metric; claim.lua and
+-- advance.lua put the model's provider pause in 8th place; more: the JSON array of the texts that
+-- joined it after `text`, or ""). Unless head_gate.lua says the head has a stop request to commit
 -- ({"stopping", ...}), must wait for more texts ({"defer", ms}), or has expired (ended here, and
 -- the next head is tried). With the inbox empty it releases the lease, takes the session out of
 -- the pending set and returns {"released"}. On the way it drops (and counts) a head whose record
@@ -43,10 +44,11 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
           if attempts > 1 then
             redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
           end
-          local f = redis.call("HMGET", tk, "text", "metadata", "more")
-          return {"turn", head, f[1], attempts, now_ms, f[2] or "", 0, f[3] or ""}
+          local f = redis.call("HMGET", tk, "text", "metadata", "created", "more")
+          return {"turn", head, f[1], attempts, now_ms, f[2] or "", tonumber(f[3]) or 0, 0, f[4] or ""}
         end
         redis.call("HSET", tk, "attempts", max_attempts)
+        redis.call("HINCRBY", stats_key, "turns_abandoned", 1)
         redis.call("LPOP", inbox_key)
         end_turn(tk, tk .. suffix, "failed", "error",
           "abandoned after " .. max_attempts .. " attempts, each interrupted (worker crash or lost lease)",

@@ -2,7 +2,7 @@
 -- claim: take a session's lease for a drain job and begin its head turn, or say why not.
 --
 -- Returns {1, token, step, tail} on success: token = "<fence>:<holder>:<nonce>", unique for all time
---   per session, even if the fence counter rolls back; a begun step carries a 7th item, the ms
+--   per session, even if the fence counter rolls back; a begun step carries an 8th item, the ms
 --   left of the model's provider pause (0: none), so no turn calls a paused model; step is what
 --   begin_head returned ({"turn", ...}; {"stopping", ...} or {"defer", ms}, see head_gate.lua; or
 --   {"released"} if no head turn was runnable); tail (with "turn" and "stopping") is the newest
@@ -57,6 +57,6 @@ if step[1] == "turn" or step[1] == "stopping" then
   tail = redis.call("LRANGE", history_key, -tail_len, -1)
 end
 if step[1] == "turn" then
-  step[7] = math.max(0, redis.call("PTTL", pause_key))
+  step[8] = math.max(0, redis.call("PTTL", pause_key))
 end
 return {1, token, step, tail}

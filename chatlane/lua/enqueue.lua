@@ -24,8 +24,9 @@ local turn_key      = KEYS[5]  -- turn record (HASH)
 local pending_key   = KEYS[6]  -- pending sessions (SET)
 local job_key       = KEYS[7]  -- arq job key for drain_job_id
 local queue_key     = KEYS[8]  -- arq queue (ZSET)
-local outbox_key    = KEYS[9]  -- webhooks due (end_turn.lua, for the turns a policy cancels)
-local deadlines_key = KEYS[10] -- queued turns' deadlines (ZSET turn id -> ms; expire.lua)
+local turns_key     = KEYS[9]  -- the session's turn ids in enqueue order (LIST; delete_session.lua owns it)
+local outbox_key    = KEYS[10] -- webhooks due (end_turn.lua, for the turns a policy cancels)
+local deadlines_key = KEYS[11] -- queued turns' deadlines (ZSET turn id -> ms; expire.lua)
 local session_id    = ARGV[1]
 local turn_id       = ARGV[2]
 local text          = ARGV[3]
@@ -99,6 +100,7 @@ if expires_after_ms > 0 then
   redis.call("ZADD", deadlines_key, now_ms + expires_after_ms, turn_id)
 end
 local position = redis.call("RPUSH", inbox_key, turn_id) - 1
+redis.call("RPUSH", turns_key, turn_id)
 redis.call("SADD", pending_key, session_id)
 local queued = 0
 if redis.call("EXISTS", lease_key) == 0 then

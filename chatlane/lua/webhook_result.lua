@@ -4,7 +4,8 @@
 -- The attempt goes to the turn's delivery log (a LIST, expiring with the turn record). Delivered:
 -- the entry leaves the outbox. Not delivered: it is due again in `retry_ms`, unless that would be
 -- past `span_ms` after the first attempt, when it is given up (and the log says so).
--- Returns "delivered", "retry" or "gave_up".
+-- Returns "delivered", "retry" or "gave_up"; "gone" if the turn record is gone (its session was
+-- deleted while the delivery was in flight): nothing is written, so no key comes back.
 local outbox_key = KEYS[1]
 local turn_key   = KEYS[2]
 local log_key    = KEYS[3]
@@ -14,6 +15,10 @@ local ok         = ARGV[3] == "1"
 local retry_ms   = tonumber(ARGV[4])
 local span_ms    = tonumber(ARGV[5])
 
+if redis.call("EXISTS", turn_key) == 0 then
+  redis.call("ZREM", outbox_key, turn_id)
+  return "gone"
+end
 local now = redis_now_ms()
 local outcome
 if ok then

@@ -9,6 +9,7 @@ from chatlane.scripts.attempt_ended import AttemptEnded
 from chatlane.scripts.budget import BudgetAcquire, BudgetPause, BudgetRelease, Granted, Limits, Wait, Wake
 from chatlane.scripts.cancel import Cancel
 from chatlane.scripts.claim import Claim, Claimed
+from chatlane.scripts.delete_session import Deleted, DeleteSession
 from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue, Joined
 from chatlane.scripts.expire import Expire
 from chatlane.scripts.handback import Handback
@@ -31,6 +32,8 @@ __all__ = [
     "Claim",
     "Claimed",
     "Deferred",
+    "DeleteSession",
+    "Deleted",
     "Duplicate",
     "Enqueue",
     "Expire",

@@ -68,7 +68,7 @@ class Enqueue:
         idem = k.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
         (status, tid, queued, position, created_ms), acked = await self._replication.run(
             self._script,
-            keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue,
+            keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue, sk.turns,
                   k.webhooks_due, k.deadlines],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
                   job.expires_ms, metadata, webhook_url or "", on_busy.value, expires_after_ms,

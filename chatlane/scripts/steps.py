@@ -20,6 +20,7 @@ class Begun:
     started_ms: int
     metadata: dict[str, Any] = field(default_factory=dict)  # given at enqueue ({} if none)
     paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
+    created_ms: int = 0  # when it was enqueued (0: unknown)
     more: tuple[str, ...] = ()  # the texts that joined the turn after ``text`` (on_busy=coalesce)
 
     @property
@@ -67,8 +68,10 @@ Step = Begun | Released | Stopped | StopRequested | Deferred
 def parse_step(res: list[Any], lease_key: str) -> Step:
     kind = res[0]
     if kind == "turn":
-        return Begun(str(res[1]), str(res[2]), int(res[3]), int(res[4]), _metadata(res),
-                     int(res[6]) if len(res) > 6 else 0, _more(res))  # fmt: skip
+        return Begun(
+            str(res[1]), str(res[2]), int(res[3]), int(res[4]), _metadata(res),
+            paused_ms=int(res[7]) if len(res) > 7 else 0, created_ms=int(res[6]), more=_more(res),
+        )  # fmt: skip
     if kind == "stopping":
         return StopRequested(str(res[1]), str(res[2]), int(res[3]), _metadata(res), _more(res))
     if kind == "defer":
@@ -82,7 +85,8 @@ def parse_step(res: list[Any], lease_key: str) -> Step:
     raise ValueError(f"unexpected answer from a chatlane script: {res!r}")
 
 
-# A begin step is {kind, id, text, attempts, started_ms, metadata, paused_ms, more} (begin_head.lua).
+# A begin step is {kind, id, text, attempts, started_ms, metadata, created_ms, paused_ms, more}
+# (begin_head.lua).
 
 
 def _metadata(res: list[Any]) -> dict[str, Any]:
@@ -91,4 +95,4 @@ def _metadata(res: list[Any]) -> dict[str, Any]:
 
 
 def _more(res: list[Any]) -> tuple[str, ...]:
-    return tuple(more_texts(str(res[7]))) if len(res) > 7 and res[7] else ()
+    return tuple(more_texts(str(res[8]))) if len(res) > 8 and res[8] else ()

@@ -37,7 +37,7 @@ class WebhookResult:
         self._keys = keys
 
     async def __call__(self, *, turn_id: str, entry: str, ok: bool, retry_ms: int, span_ms: int) -> str:
-        """ "delivered", "retry" or "gave_up"."""
+        """ "delivered", "retry", "gave_up", or "gone" (the turn was deleted meanwhile)."""
         k = self._keys
         res = await self._script(
             keys=[k.webhooks_due, k.turn(turn_id), k.webhook_log(turn_id)],

@@ -1,0 +1,119 @@
+"""Deleting a session (racing a running drain) leaves nothing behind; an export round-trips."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from chatlane.export import SessionExport
+from chatlane.messages import decode_messages
+from devkit.api_server import ServedApp
+from producer import ChatProducer, TurnNotFound, TurnState
+from producer.api import create_app
+from tests.conftest import Fleet, keys_with_prefix, sid, wait_async
+from tests.ops.test_cli import cli, cli_json
+
+
+async def session_keys(raw: Redis, prefix: str, session_id: str, turn_ids: list[str]) -> set[str]:
+    return {k for k in await keys_with_prefix(raw, prefix) if f"{{{session_id}}}" in k or any(t in k for t in turn_ids)}
+
+
+async def test_delete_racing_a_running_drain_leaves_nothing(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis
+) -> None:
+    # Renewals every 2 s: the running turn (1 s) reaches its commit before any renewal could tell
+    # its holder the lease is gone, so the commit itself meets the fence.
+    fleet.start(1, lease_ttl_ms=6000)
+    s = sid("del")
+    first = await producer.enqueue(s, "hello", idempotency_key="k1")
+    assert (await producer.wait(first.turn_id, 20)).state is TurnState.completed
+    running = await producer.enqueue(s, "!delay=1000 second", idempotency_key="k2")
+    queued = await producer.enqueue(s, "third", idempotency_key="k3")
+    ids = [first.turn_id, running.turn_id, queued.turn_id]
+    stream = producer.keys.stream(running.turn_id)
+
+    async def generating() -> bool:
+        return (await producer.status(running.turn_id)).state is TurnState.running and bool(
+            await raw_redis.exists(stream)
+        )
+
+    assert await wait_async(generating, 20)
+    assert await session_keys(raw_redis, fleet.prefix, s, ids)  # there is something to delete
+    rejected = int(await raw_redis.hget(producer.keys.stats, "stale_commits_rejected") or 0)  # type: ignore[misc]
+
+    deleted = await producer.delete_session(s)
+
+    assert (deleted.turns, deleted.cancelled, deleted.messages) == (3, 2, 2)
+    assert await session_keys(raw_redis, fleet.prefix, s, ids) == set()
+
+    async def commit_refused() -> bool:
+        now = int(await raw_redis.hget(producer.keys.stats, "stale_commits_rejected") or 0)  # type: ignore[misc]
+        return now > rejected
+
+    assert await wait_async(commit_refused, 10), fleet.logs()
+    assert "lease lost" in fleet.logs()
+    # Past the holder's end and its last chunks: still nothing came back.
+    assert await session_keys(raw_redis, fleet.prefix, s, ids) == set()
+    assert not await raw_redis.sismember(producer.keys.pending, s)
+    for t in ids:
+        with pytest.raises(TurnNotFound):
+            await producer.status(t)
+    # The session's idempotency keys went too: the same key is a new turn in a new session.
+    again = await producer.submit(s, "hello", idempotency_key="k1")
+    assert again.created and again.status.turn_id != first.turn_id
+    assert (await producer.wait(again.status.turn_id, 20)).state is TurnState.completed
+    assert len(await producer.history(s)) == 2
+
+
+async def test_export_round_trips_and_delete_over_http_and_cli(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(1, max_attempts=1)
+    s = sid("exp")
+    turns = [await producer.enqueue(s, text) for text in ("one", "two", "!fail three")]
+    states = [(await producer.wait(t.turn_id, 20)).state for t in turns]
+    assert states == [TurnState.completed, TurnState.completed, TurnState.failed]
+
+    exp = await producer.export_session(s)
+    assert [t.turn_id for t in exp.turns] == [t.turn_id for t in turns]  # in enqueue order
+    assert len(exp.history) == 4
+    # Round trip: the JSON reads back into the same export, and its history into the same messages.
+    back = SessionExport.model_validate_json(exp.model_dump_json())
+    assert back == exp
+    assert decode_messages(json.dumps(m) for m in back.history) == await producer.history(s)
+
+    with ServedApp(create_app(fleet.settings)) as api:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            r = await http.get(f"/v1/sessions/{s}/export")
+            assert r.status_code == 200 and SessionExport.model_validate(r.json()).turns == exp.turns
+            assert r.json()["history"] == exp.history
+            # CLI: the same export, then the delete.
+            code, out, err = await cli(fleet, "export-session", s)
+            assert code == 0, err
+            assert SessionExport.model_validate_json(out).history == exp.history
+            r = await http.delete(f"/v1/sessions/{s}")
+            assert r.status_code == 200
+            assert r.json() == {"session_id": s, "turns": 3, "cancelled": 0, "messages": 4}
+            assert (await http.delete(f"/v1/sessions/{s}")).json()["turns"] == 0
+            assert (await http.delete("/v1/sessions/bad%20id")).status_code == 422
+            empty = (await http.get(f"/v1/sessions/{s}/export")).json()
+            assert empty["history"] == [] and empty["turns"] == []
+
+    s2 = sid("exp")
+    t = await producer.enqueue(s2, "four")
+    await producer.wait(t.turn_id, 20)
+    assert await cli_json(fleet, "delete-session", s2) == {"session_id": s2, "turns": 1, "cancelled": 0, "messages": 2}
+    code, out, _ = await cli(fleet, "delete-session", s2)
+    assert code == 0 and out.startswith(f"deleted session {s2}: 0 turn(s)")
+
+
+async def test_a_delivery_result_after_the_delete_writes_nothing(producer: ChatProducer, raw_redis: Redis) -> None:
+    from chatlane.scripts.webhooks import WebhookResult
+
+    turn_id = "b" * 32
+    await raw_redis.zadd(producer.keys.webhooks_due, {turn_id: 1})
+    result = WebhookResult(raw_redis, producer.keys)
+    assert await result(turn_id=turn_id, entry="{}", ok=False, retry_ms=1000, span_ms=60_000) == "gone"
+    assert not await raw_redis.exists(producer.keys.turn(turn_id), producer.keys.webhook_log(turn_id))
+    assert await raw_redis.zscore(producer.keys.webhooks_due, turn_id) is None
