@@ -11,6 +11,14 @@ becomes a replica. Measured with redis-py's own pool: one client kept writing to
 for 10.1 s after the switch, and 194 of its 246 acknowledged writes were gone. So chatlane's pool
 asks the sentinels again at most every ``MASTER_RECHECK_S`` when it hands out a connection, and
 drops connections to any other node than the one they name.
+
+Every client's pool is bounded (``CHATLANE_REDIS_MAX_CONNECTIONS``): Redis's ``maxclients`` is
+shared by every API process and worker, so one process under load must wait for one of its own
+connections (up to ``CHATLANE_REDIS_TIMEOUT_S``, then "Redis unavailable") rather than take them
+all. Each connection names itself (``CLIENT SETNAME``, ``CHATLANE_REDIS_CLIENT_NAME``) so that
+``CLIENT LIST`` tells the API's connections from a worker's.
+
+The Redis URL is a secret (it may carry a password): print or log it only through ``redacted``.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import asyncio
 import contextlib
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
@@ -103,10 +112,15 @@ def connect(settings: Settings, *, redis_class: type[Redis] = Redis, decode_resp
         "socket_connect_timeout": settings.redis_timeout_s,
         "socket_timeout": settings.redis_timeout_s + BLOCK_MS / 1000,
         "health_check_interval": 30,
+        "client_name": settings.redis_client_name,
     }
     if not settings.redis_sentinels:
-        client: Redis = redis_class.from_url(settings.redis_url, **options)
-        pool = client.connection_pool
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=settings.redis_timeout_s,
+            **options,
+        )
         # from_url picks the connection class from the URL's scheme; keep that choice (not for
         # unix sockets: those reach one local server, not an endpoint that moves).
         ours: dict[type[AbstractConnection], type[AbstractConnection]] = {
@@ -114,6 +128,7 @@ def connect(settings: Settings, *, redis_class: type[Redis] = Redis, decode_resp
             SSLConnection: PrimarySSLConnection,
         }
         pool.connection_class = ours.get(pool.connection_class, pool.connection_class)
+        client: Redis = redis_class.from_pool(pool)
         return client
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         settings.sentinel_addresses,
@@ -125,14 +140,44 @@ def connect(settings: Settings, *, redis_class: type[Redis] = Redis, decode_resp
         password=settings.redis_password.get_secret_value() or None,
         **options,
     )
+    # Bounded, but not blocking: redis-py's Sentinel pool is not a BlockingConnectionPool, and a
+    # full one fails the call at once ("Too many connections", read as Redis unavailable).
     master: Redis = sentinel.master_for(
-        settings.redis_sentinel_master, redis_class=redis_class, connection_pool_class=FollowingPool
+        settings.redis_sentinel_master,
+        redis_class=redis_class,
+        connection_pool_class=FollowingPool,
+        max_connections=settings.redis_max_connections,
     )
     return master
 
 
 def where(settings: Settings) -> str:
-    """Where Redis is, for messages; never echoes credentials."""
+    """Where Redis is, for log lines and exceptions; never echoes credentials. Not for HTTP
+    answers: a client has no business knowing the Redis host."""
     if settings.redis_sentinels:
         return f"sentinel master {settings.redis_sentinel_master!r} ({settings.redis_sentinels})"
-    return settings.redis_url.rsplit("@", 1)[-1]
+    return redacted(settings.redis_url).rsplit("@", 1)[-1]
+
+
+_SECRET_PARAMS = {"password"}
+
+
+def redacted(url: str) -> str:
+    """``url`` fit to log or print: its password (in the user info or a ``?password=``) as ``***``.
+
+    Done on the text rather than with urlsplit so that a malformed URL (the one an operator most
+    needs to see) is redacted too. User info without a colon may be a password alone: hidden whole.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # Up to the last "@": a password with an unescaped "/", "?" or "@" must still be cut out whole.
+    userinfo, at, rest = rest.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        userinfo = f"{user}:***" if colon else "***"
+    location, question, query = rest.partition("?")
+    if question:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    return f"{scheme}{sep}{userinfo}{at}{location}{question}{query}"

@@ -43,6 +43,14 @@ class RedisConfig(BaseModel):
     redis_min_replicas_ack: int = Field(0, ge=0)
     # How long such a write waits for its replicas before the caller gets ReplicationTimeout.
     redis_wait_timeout_ms: int = Field(1000, ge=1)
+    # Connections one client (one pool) may hold: Redis's `maxclients` (10000 by default) is shared
+    # by every API process and worker. A call that finds them all busy waits up to
+    # redis_timeout_s for one, then fails as "Redis unavailable" (with sentinels: at once).
+    redis_max_connections: int = Field(64, ge=1)
+    # CLIENT SETNAME of chatlane's connections, so `CLIENT LIST` tells them apart: the HTTP API
+    # appends "-api", a worker "-worker" (chatlane-api, chatlane-worker); a ChatProducer in your
+    # own service uses it as is.
+    redis_client_name: str = Field("chatlane", pattern=r"^[!-~]{1,64}$")
 
     @field_validator("redis_sentinels")
     @classmethod
@@ -234,7 +242,10 @@ class Settings(
     LimitsConfig,
     OpsConfig,
 ):
-    model_config = SettingsConfigDict(env_prefix="CHATLANE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a rejected value may be a secret (a Redis URL with its password, a key).
+    model_config = SettingsConfigDict(
+        env_prefix="CHATLANE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -253,6 +264,11 @@ class Settings(
             # "Redis unavailable" instead of as a replication timeout.
             raise ValueError("redis_wait_timeout_ms must be at most redis_timeout_s * 1000")
         return self
+
+    def with_role(self, role: str) -> Settings:
+        """These settings for one part of chatlane (``api``, ``worker``): its Redis connections
+        are named ``<redis_client_name>-<role>``."""
+        return self.model_copy(update={"redis_client_name": f"{self.redis_client_name}-{role}"})
 
     @property
     def lease_safety_ms(self) -> int:

@@ -12,7 +12,10 @@ from pydantic import BaseModel, Field
 
 from chatlane.errors import InvalidInput, MetadataTooLarge, TextTooLong
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# What apps use as user ids (``john@example.com``, ``a+b@x.io``); never braces (a Redis Cluster
+# hash tag inside a key), whitespace or "/" (a path segment over HTTP).
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@+-]{1,128}$"
+SESSION_ID_DESCRIPTION = "letters, digits and . _ : @ + -; 1-128 characters (e.g. john@example.com)"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
 TURN_ID_PATTERN = r"^[0-9a-f]{32}$"
 _SESSION_RE = re.compile(SESSION_ID_PATTERN)
@@ -142,6 +145,11 @@ def validate_turn_id(turn_id: str) -> str:
     if not isinstance(turn_id, str) or not _TURN_ID_RE.fullmatch(turn_id):
         raise InvalidInput(f"turn_id must be 32 lowercase hex characters (got {turn_id!r:.60})")
     return turn_id
+
+
+def is_turn_id(value: str) -> bool:
+    """``value`` has the shape of a turn id (not: names a turn)."""
+    return _TURN_ID_RE.fullmatch(value) is not None
 
 
 def validate_text(text: str, max_chars: int) -> str:

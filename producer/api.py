@@ -15,12 +15,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from chatlane.errors import TurnNotFound
 from chatlane.export import SessionExport
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
-from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
+from chatlane.turns import SESSION_ID_DESCRIPTION, SESSION_ID_PATTERN, TurnStatus, WebhookLog, is_turn_id
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
+from producer.api_paths import EncodedSlash
 from producer.api_schemas import (
     CancelRequest,
     Health,
@@ -44,8 +46,19 @@ MAX_PAGE = 1000
 
 _LOCATION = {"Location": {"description": "the turn's URL, /v1/turns/{turn_id}", "schema": {"type": "string"}}}
 
-SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="letters, digits and . _ : -; 1-128")]
-TurnId = Annotated[str, Path(pattern=TURN_ID_PATTERN, description="as returned by the enqueue call")]
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description=SESSION_ID_DESCRIPTION)]
+
+
+async def known_turn_id(
+    turn_id: Annotated[str, Path(description="as returned by the enqueue call; any other id: 404 `turn_not_found`")],
+) -> str:
+    # Not a path pattern: an id that names no turn is a 404 whatever its shape, not a 422.
+    if not is_turn_id(turn_id):
+        raise TurnNotFound(turn_id[:64])
+    return turn_id
+
+
+TurnId = Annotated[str, Depends(known_turn_id)]
 
 
 async def producer_of(request: Request) -> ChatProducer:
@@ -91,7 +104,7 @@ def v1_router(auth: bool) -> APIRouter:
         response.headers["Location"] = f"{API_PREFIX}/turns/{enq.status.turn_id}"
         return enq.status
 
-    @v1.get("/turns/{turn_id}", summary="A turn's status", responses=error_responses(404, 422))
+    @v1.get("/turns/{turn_id}", summary="A turn's status", responses=error_responses(404))
     async def get_turn(turn_id: TurnId, producer: Producer) -> TurnStatus:
         """While the turn runs, `reply` holds the text generated so far."""
         return await producer.status(turn_id)
@@ -141,7 +154,7 @@ def v1_router(auth: bool) -> APIRouter:
         await producer.redeliver_webhook(turn_id)
         return await producer.webhook_log(turn_id)
 
-    @v1.get("/turns/{turn_id}/webhook", summary="A turn's webhook deliveries", responses=error_responses(404, 422))
+    @v1.get("/turns/{turn_id}/webhook", summary="A turn's webhook deliveries", responses=error_responses(404))
     async def webhook_log(turn_id: TurnId, producer: Producer) -> WebhookLog:
         """Every attempt (time, the receiver's status or the error), the state, and the next try."""
         return await producer.webhook_log(turn_id)
@@ -241,7 +254,8 @@ async def metrics(producer: Producer) -> Response:
 
 
 def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALIVE_S) -> FastAPI:
-    s = settings or get_settings()
+    # Its Redis connections are named chatlane-api (CLIENT LIST).
+    s = (settings or get_settings()).with_role("api")
     keys = s.api_key_list
 
     @asynccontextmanager
@@ -262,6 +276,7 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
     install_error_handlers(app)
     app.include_router(v1_router(auth=bool(keys)))
     app.include_router(probes)
+    app.add_middleware(EncodedSlash)
     app.add_middleware(BodyLimit, max_bytes=body_limit_bytes(s.max_text_chars))
     app.add_middleware(BearerAuth, keys=keys)  # added last = runs first
     if keys:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from chatlane.errors import ChatlaneError, InvalidInput
+from chatlane.errors import ChatlaneError, InvalidInput, RedisUnavailable
 
 log = logging.getLogger("chatlane.api")
 
@@ -85,6 +85,19 @@ def error_responses(
     return out
 
 
+# What a client is told when Redis is down: where Redis is, and what redis-py said about it,
+# is for the server log only.
+REDIS_UNAVAILABLE_MESSAGE = "Redis is unavailable; retry later"
+
+
+def public_message(exc: ChatlaneError) -> str:
+    """The message of ``exc`` as a client may read it; what is internal goes to the log instead."""
+    if isinstance(exc, RedisUnavailable):
+        log.warning("answered %s: %s", exc.code, exc)
+        return REDIS_UNAVAILABLE_MESSAGE
+    return str(exc)
+
+
 def error_response(
     status: int,
     code: str,
@@ -114,7 +127,7 @@ def allowed_methods(request: Request) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def chatlane_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ChatlaneError)
-        return error_response(exc.http_status, exc.code, str(exc))
+        return error_response(exc.http_status, exc.code, public_message(exc))
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from chatlane.errors import ChatlaneError, InvalidInput
 from chatlane.stream import EventType, Replay
+from producer.api_errors import public_message
 from producer.client import ChatProducer
 
 T = TypeVar("T")
@@ -89,7 +90,7 @@ async def turn_events(
             else:
                 yield frame("reset", json.dumps({"attempt": ev.attempt}), ev.id)
     except ChatlaneError as e:
-        yield frame("error", json.dumps({"code": e.code, "message": str(e)}))
+        yield frame("error", json.dumps({"code": e.code, "message": public_message(e)}))
 
 
 async def with_keepalive(source: AsyncIterator[T], every_s: float) -> AsyncIterator[T | None]:
