@@ -112,7 +112,7 @@ def connect(settings: Settings, *, redis_class: type[Redis] = Redis, decode_resp
         "socket_connect_timeout": settings.redis_timeout_s,
         "socket_timeout": settings.redis_timeout_s + BLOCK_MS / 1000,
         "health_check_interval": 30,
-        "client_name": settings.redis_client_name,
+        "client_name": settings.redis_client_name or None,
     }
     if not settings.redis_sentinels:
         pool = BlockingConnectionPool.from_url(
@@ -156,7 +156,9 @@ def where(settings: Settings) -> str:
     answers: a client has no business knowing the Redis host."""
     if settings.redis_sentinels:
         return f"sentinel master {settings.redis_sentinel_master!r} ({settings.redis_sentinels})"
-    return redacted(settings.redis_url).rsplit("@", 1)[-1]
+    safe = redacted(settings.redis_url)
+    _scheme, sep, rest = safe.partition("://")
+    return rest.rsplit("@", 1)[-1] if sep else safe
 
 
 _SECRET_PARAMS = {"password"}

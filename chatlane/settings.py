@@ -49,8 +49,8 @@ class RedisConfig(BaseModel):
     redis_max_connections: int = Field(64, ge=1)
     # CLIENT SETNAME of chatlane's connections, so `CLIENT LIST` tells them apart: the HTTP API
     # appends "-api", a worker "-worker" (chatlane-api, chatlane-worker); a ChatProducer in your
-    # own service uses it as is.
-    redis_client_name: str = Field("chatlane", pattern=r"^[!-~]{1,64}$")
+    # own service uses it as is. Empty: connections stay unnamed (for a user without CLIENT).
+    redis_client_name: str = Field("chatlane", pattern=r"^[!-~]{0,64}$")
 
     @field_validator("redis_sentinels")
     @classmethod
@@ -268,6 +268,8 @@ class Settings(
     def with_role(self, role: str) -> Settings:
         """These settings for one part of chatlane (``api``, ``worker``): its Redis connections
         are named ``<redis_client_name>-<role>``."""
+        if not self.redis_client_name:
+            return self
         return self.model_copy(update={"redis_client_name": f"{self.redis_client_name}-{role}"})
 
     @property

@@ -7,6 +7,7 @@ heartbeat in the last ``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from chatlane.errors import TurnNotFound
 from chatlane.export import SessionExport
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
+from chatlane.startup import StartupError, check_redis_blocking, check_redis_url, fail, load_settings
 from chatlane.turns import SESSION_ID_DESCRIPTION, SESSION_ID_PATTERN, TurnStatus, WebhookLog, is_turn_id
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
@@ -284,9 +286,24 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
     return app
 
 
+@functools.cache  # uvicorn.run loads the app twice (a check, then to serve it): build it once
+def served_app() -> FastAPI:
+    """The app ``uvicorn producer.api:app`` serves, once the start-up checks have passed; a
+    configuration mistake ends the process with one line on stderr (chatlane/startup.py). Checked
+    here rather than in the lifespan: uvicorn loads the app before it logs anything, so the line
+    is the only one, and no traceback follows it."""
+    try:
+        settings = load_settings()
+        check_redis_url(settings)
+        check_redis_blocking(settings.with_role("api"), log)
+    except StartupError as e:
+        fail("chatlane api", e)
+    return create_app(settings)
+
+
 def __getattr__(name: str) -> FastAPI:
     # `uvicorn producer.api:app` looks the app up by name: build it then, so that importing this
     # module reads no settings from the environment.
     if name == "app":
-        return create_app()
+        return served_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

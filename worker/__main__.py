@@ -1,6 +1,11 @@
 """``python -m worker``: run one chatlane worker process (settings from ``CHATLANE_*``)."""
 
-from chatlane.settings import get_settings
+from chatlane.startup import StartupError, fail, load_settings
 from worker.resilient import run_worker
+from worker.startup import PROGRAM
 
-run_worker(get_settings())
+try:
+    settings = load_settings()
+except StartupError as e:
+    fail(PROGRAM, e)
+run_worker(settings)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from langchain_core.language_models import BaseChatModel
 
 from chatlane.settings import Settings
+from chatlane.startup import StartupError
 from worker.handlers import ChatModelHandler, GeneratorHandler, GraphHandler, TurnHandler
 from worker.llm import build_model
 from worker.openai_fast import preserialize
@@ -29,7 +30,7 @@ EXPECTED = (
 )
 
 
-class HandlerError(Exception):
+class HandlerError(StartupError):
     """The handler cannot be used; the message is one line for the operator."""
 
 
@@ -38,9 +39,19 @@ def load_handler(settings: Settings, given: object | None = None) -> TurnHandler
     if given is not None:
         return adapt(given, f"handler {type(given).__name__}", settings)
     if settings.handler is None:
-        return ChatModelHandler(build_model(settings), settings.system_prompt)
+        return ChatModelHandler(model_of(settings), settings.system_prompt)
     where = f"CHATLANE_HANDLER={settings.handler}"
     return adapt(_import(settings.handler, where), where, settings)
+
+
+def model_of(settings: Settings) -> BaseChatModel:
+    """The chat model CHATLANE_MODEL names, or HandlerError: a provider whose package is missing,
+    a name no provider claims, or a client that wants credentials the environment lacks (the
+    OpenAI client checks for its key when it is built)."""
+    try:
+        return build_model(settings)
+    except Exception as e:
+        raise HandlerError(f"CHATLANE_MODEL={settings.model}: {_one_line(e)}") from None
 
 
 def _import(spec: str, where: str) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
-import sys
+import time
 from signal import Signals
 from typing import Any
 
@@ -22,14 +22,13 @@ from arq.logs import default_log_config
 from arq.worker import Worker, get_kwargs
 from redis import exceptions as redis_errors
 
-from chatlane.connection import REDIS_DOWN
+from chatlane.connection import REDIS_DOWN, where
 from chatlane.logs import formatter_config
 from chatlane.settings import Settings
 from worker.arq_settings import worker_settings
-from worker.handler_loader import HandlerError, load_handler
-from worker.handlers import TurnHandler
 from worker.queue_pool import queue_pool
 from worker.runtime import RESILIENT, RUNTIME, Runtime
+from worker.startup import prepare
 
 log = logging.getLogger("chatlane.worker")
 
@@ -45,6 +44,8 @@ class ChatlaneWorker(Worker):
         self.ctx[RESILIENT] = True
         self._settings = settings
         self._redis_failures = 0
+        self._outage_since = 0.0
+        self._where = where(settings) if settings is not None else "the queue"
 
     async def main(self) -> None:
         if self._pool is None and self._settings is not None:
@@ -74,14 +75,23 @@ class ChatlaneWorker(Worker):
             self._redis_failures += 1
             await self._drop_idle_connections()
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (self._redis_failures - 1))
-            # One line per outage at warning level, the retries at debug, so a long outage
-            # does not flood the log.
-            level = logging.WARNING if self._redis_failures == 1 else logging.DEBUG
-            log.log(level, "Redis unavailable (%s: %s); polling again in %.1fs", type(e).__name__, e, delay)
+            # The process's one line per outage (the sweep, webhooks and stop signals log theirs
+            # at debug), and one when it ends: the retries at debug, so a long outage does not
+            # flood the log.
+            if self._redis_failures == 1:
+                self._outage_since = time.monotonic()
+                log.warning("Redis at %s unavailable (%s: %s); waiting for it", self._where, type(e).__name__, e)
+            else:
+                log.debug("Redis still unavailable (%s: %s); polling again in %.1fs", type(e).__name__, e, delay)
             await asyncio.sleep(delay)
             return
         if self._redis_failures:
-            log.warning("Redis is back after %d failed poll(s); resuming", self._redis_failures)
+            log.warning(
+                "Redis at %s is back after %.1fs (%d failed polls); resuming",
+                self._where,
+                time.monotonic() - self._outage_since,
+                self._redis_failures,
+            )
             self._redis_failures = 0
 
     async def run_job(self, job_id: str, score: int) -> None:
@@ -136,24 +146,10 @@ def log_config(log_format: str = "text") -> dict[str, Any]:
 
 def run_worker(settings: Settings, handler: object | None = None) -> None:
     """``handler``: an object to run turns with (see worker/handler_loader.py); default: the
-    settings' ``handler`` (CHATLANE_HANDLER), else the chat model CHATLANE_MODEL names."""
+    settings' ``handler`` (CHATLANE_HANDLER), else the chat model CHATLANE_MODEL names. A
+    configuration mistake ends the process with one line (worker/startup.py)."""
+    settings = settings.with_role("worker")  # its Redis connections: chatlane-worker
     logging.config.dictConfig(log_config(settings.log_format))
-    turn_handler = start_handler(settings, handler)
+    turn_handler = prepare(settings, handler)
     kwargs: dict[str, Any] = get_kwargs(worker_settings(settings, turn_handler))
     ChatlaneWorker(settings=settings, **kwargs).run()
-
-
-def start_handler(settings: Settings, handler: object | None) -> TurnHandler:
-    """Load the handler once for this process, on the event loop arq will run (a factory may open
-    clients bound to it); exit with one line on stderr, no traceback, if it cannot be used."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)  # arq's Worker takes this loop
-
-    async def load() -> TurnHandler:
-        return load_handler(settings, handler)
-
-    try:
-        return loop.run_until_complete(load())
-    except HandlerError as e:
-        print(f"chatlane worker: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None

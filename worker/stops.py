@@ -84,7 +84,8 @@ class StopSignals:
             except Exception as e:  # Redis down, or anything else: resubscribe, never give up
                 if isinstance(e, REDIS_DOWN):
                     if self.subscribed.is_set():
-                        log.warning("stop requests: subscription lost (%r); lease renewals check meanwhile", e)
+                        # Debug: the poll loop logs the outage once per process (worker/resilient.py).
+                        log.debug("stop requests: subscription lost (%r); lease renewals check meanwhile", e)
                 else:
                     log.exception("stop requests: subscription failed; resubscribing")
                 self.subscribed.clear()

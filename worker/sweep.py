@@ -59,10 +59,11 @@ async def sweeper(rt: Runtime) -> None:
                 await sweep_once(rt)
                 await expire_due(rt, expire)
             if down:
-                log.info("sweep: Redis is back")
+                # Debug: the poll loop logs an outage and its end once per process (worker/resilient.py).
+                log.debug("sweep: Redis is back")
             down = False
         except REDIS_DOWN as e:
             if not down:
-                log.warning("sweep: Redis unavailable (%s); retrying every %ss", type(e).__name__, every)
+                log.debug("sweep: Redis unavailable (%s); retrying every %ss", type(e).__name__, every)
             down = True
         await asyncio.sleep(every)

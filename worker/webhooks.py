@@ -69,7 +69,8 @@ class WebhookSender:
                     down = False
                 except REDIS_DOWN as e:
                     if not down:
-                        log.warning("webhooks: Redis unavailable (%s); retrying", type(e).__name__)
+                        # Debug: the poll loop logs the outage once per process (worker/resilient.py).
+                        log.debug("webhooks: Redis unavailable (%s); retrying", type(e).__name__)
                     down = True
                 await asyncio.sleep(POLL_S)
 
