@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -62,15 +64,25 @@ def _problem(loc: tuple[int | str, ...], msg: str) -> str:
 
 
 def check_redis_url(settings: Settings) -> None:
-    """The URL parses as redis-py will parse it (with sentinels it is not used)."""
+    """The URL parses as redis-py will parse it (with sentinels it is not used), and names its
+    database plainly: redis-py reads ``redis://host/zero`` as database 0 without a word."""
     if settings.redis_sentinels:
         return
+    url = settings.redis_url
     try:
-        parse_url(settings.redis_url)
+        kwargs = parse_url(url)
     except (ValueError, TypeError) as e:
         raise StartupError(
-            f"CHATLANE_REDIS_URL={redacted(settings.redis_url)!r} is not a Redis URL ({e}); expected {_URL_FORMS}"
+            f"CHATLANE_REDIS_URL={redacted(url)!r} is not a Redis URL ({e}); expected {_URL_FORMS}"
         ) from None
+    split = urlsplit(url)
+    if split.scheme in ("redis", "rediss") and not re.fullmatch(r"/?([0-9]+)?", split.path):
+        raise StartupError(
+            f"CHATLANE_REDIS_URL={redacted(url)!r} is not a Redis URL (the path must be a database number, "
+            f"got {split.path!r}); expected {_URL_FORMS}"
+        )
+    if split.scheme == "unix" and not kwargs.get("path"):
+        raise StartupError(f"CHATLANE_REDIS_URL={redacted(url)!r} names no socket path; expected {_URL_FORMS}")
 
 
 async def check_redis(settings: Settings, log: logging.Logger, *, wait: bool) -> None:
