@@ -189,9 +189,7 @@ def client_names(server: LockedRedis) -> list[str]:
         return [str(entry.get("name", "")) for entry in c.client_list()]
 
 
-def test_a_url_with_a_password_is_never_printed_and_connections_are_named(
-    locked: LockedRedis, tmp_path: Path
-) -> None:
+def test_a_url_with_a_password_is_never_printed_and_connections_are_named(locked: LockedRedis, tmp_path: Path) -> None:
     """Both sides start with the password in the URL; neither prints it. The API starts although
     CHATLANE_MODEL names a provider whose key it lacks: it never calls the model, and does not
     need the provider's key (which a worker holds)."""
