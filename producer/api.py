@@ -22,7 +22,7 @@ from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
 from chatlane.startup import StartupError, check_redis_blocking, check_redis_url, fail, load_settings
 from chatlane.turns import SESSION_ID_DESCRIPTION, SESSION_ID_PATTERN, TurnStatus, WebhookLog, is_turn_id
-from producer.api_errors import error_response, error_responses, install_error_handlers
+from producer.api_errors import document_only_our_errors, error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
 from producer.api_paths import EncodedSlash
 from producer.api_schemas import (
@@ -276,6 +276,7 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
     )
     app.state.keepalive_s = keepalive_s
     install_error_handlers(app)
+    document_only_our_errors(app)
     app.include_router(v1_router(auth=bool(keys)))
     app.include_router(probes)
     app.add_middleware(EncodedSlash)

@@ -124,6 +124,31 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+def document_only_our_errors(app: FastAPI) -> None:
+    """Drops from OpenAPI the 422 FastAPI adds to every operation with a parameter: its body
+    (HTTPValidationError) is not what this API answers, and on an operation whose inputs cannot
+    fail validation (a turn id of any shape is a 404) no 422 comes at all. Operations that can
+    answer 422 declare it with ``error_responses``."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = plain()  # cached by FastAPI in app.openapi_schema: completed once
+        for operations in spec["paths"].values():
+            for operation in operations.values():
+                answer = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(answer.get("content")):
+                    del operation["responses"]["422"]
+        if "HTTPValidationError" not in str(spec["paths"]):
+            schemas = spec.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def chatlane_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ChatlaneError)
