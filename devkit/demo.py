@@ -25,6 +25,7 @@ from typing import Protocol
 
 from langchain_core.messages import AIMessage, ToolMessage
 
+from chatlane.connection import redacted
 from devkit.agent_example import HANDLER
 from devkit.check import Report, check
 from devkit.demo_policies import run_policies
@@ -135,7 +136,7 @@ class Demo:
               f"{a.producers} concurrent producers, fake model {a.delay_ms} ms per call")  # fmt: skip
         if a.agent:
             print(f"  turns run the agent {AGENT} (tools add and lookup)")
-        print(f"  redis {self.settings.redis_url}  key prefix {self.prefix}  worker logs {self.logs}")
+        print(f"  redis {redacted(self.settings.redis_url)}  key prefix {self.prefix}  worker logs {self.logs}")
         workers = self.start_workers()
         try:
             async with ChatProducer(settings=self.settings) as p, contextlib.AsyncExitStack() as stack:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatlane.connection import redacted
 from chatlane.messages import is_interrupted
 from devkit.check import check
 from devkit.processes import WorkerProcess, worker_env
@@ -176,7 +177,7 @@ async def run_policies(redis_url: str, workers: int = 2) -> int:
     env = worker_env(redis_url, prefix, {"CHATLANE_FAKE_DELAY_MS": str(REPLY_MS), "CHATLANE_LEASE_TTL_MS": "3000"})
     print(f"chatlane demo --policies: {workers} worker processes, fake model {REPLY_MS} ms per reply, "
           f"coalesce window {settings.coalesce_window_ms} ms")  # fmt: skip
-    print(f"  redis {redis_url}  key prefix {prefix}  worker logs {logs}")
+    print(f"  redis {redacted(redis_url)}  key prefix {prefix}  worker logs {logs}")
     procs = [WorkerProcess(env, logs / f"worker{i}.log").start() for i in range(workers)]
     try:
         async with ChatProducer(settings=settings) as p:

@@ -87,7 +87,7 @@ class ChatlaneWorker(Worker):
             return
         if self._redis_failures:
             log.warning(
-                "Redis at %s is back after %.1fs (%d failed polls); resuming",
+                "Redis is back at %s after %.1fs (%d failed polls); resuming",
                 self._where,
                 time.monotonic() - self._outage_since,
                 self._redis_failures,
