@@ -144,11 +144,27 @@ def log_config(log_format: str = "text") -> dict[str, Any]:
     return config
 
 
+# Connections a drain job may use at once: its own commands, its lease renewal, its chunk flush.
+PER_JOB_CONNECTIONS = 3
+# The heartbeat, the sweep, the stop-signal subscription, the webhook poll, arq's poll, and spare.
+BACKGROUND_CONNECTIONS = 8
+
+
+def worker_pool(settings: Settings) -> Settings:
+    """A worker's pools are large enough that it never waits on itself: a lease renewal queued
+    behind its own drains' commands could lose the lease. What bounds a worker's connections is
+    CHATLANE_MAX_JOBS; CHATLANE_REDIS_MAX_CONNECTIONS raises it further, never lowers it."""
+    needed = PER_JOB_CONNECTIONS * settings.max_jobs + settings.webhook_concurrency + BACKGROUND_CONNECTIONS
+    if settings.redis_max_connections >= needed:
+        return settings
+    return settings.model_copy(update={"redis_max_connections": needed})
+
+
 def run_worker(settings: Settings, handler: object | None = None) -> None:
     """``handler``: an object to run turns with (see worker/handler_loader.py); default: the
     settings' ``handler`` (CHATLANE_HANDLER), else the chat model CHATLANE_MODEL names. A
     configuration mistake ends the process with one line (worker/startup.py)."""
-    settings = settings.with_role("worker")  # its Redis connections: chatlane-worker
+    settings = worker_pool(settings.with_role("worker"))  # its Redis connections: chatlane-worker
     logging.config.dictConfig(log_config(settings.log_format))
     turn_handler = prepare(settings, handler)
     kwargs: dict[str, Any] = get_kwargs(worker_settings(settings, turn_handler))
