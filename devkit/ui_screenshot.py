@@ -2,7 +2,7 @@
 
 ``python -m devkit.ui_screenshot [PATH]`` starts a private Redis, two workers on the fake model
 (slowed down so the stream is visibly live), the API with a key, and Chromium; it opens a session in
-/ui, has one turn answered, sends another and saves the page while that reply streams.
+/ui, has two turns answered, sends two more and saves the page while the first of them streams.
 
 The browser is /usr/bin/chromium (``apt-get install chromium``), never one that Playwright
 downloads: the machine reaches no host but the package registries. tests/ui launches it the same way.
@@ -76,17 +76,18 @@ def demo_stack(delay_ms: int) -> Iterator[str]:
                 w.stop()
 
 
-def screenshot(path: Path, delay_ms: int = 4000) -> None:
+def screenshot(path: Path, delay_ms: int = 3000) -> None:
     with demo_stack(delay_ms) as url, sync_playwright() as pw:
         browser = launch_chromium(pw)
-        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        page = browser.new_page(viewport={"width": 1280, "height": 500})
         page.goto(f"{url}/ui#/session/support-4711")
         enter_key(page, API_KEY)
-        send(page, "Hi! Which plans do you offer?")
-        expect(page.locator("#stream")).to_have_attribute("data-state", "completed", timeout=30_000)
-        expect(page.locator("#history li.msg.assistant")).to_have_count(1)
+        for n, text in enumerate(["Hi! Which plans do you offer?", "Is there a discount for nonprofits?"], 1):
+            send(page, text)
+            expect(page.locator("#history li.msg.assistant")).to_have_count(n, timeout=30_000)
         send(page, "And what does the team plan cost per seat?")
-        # Mid-stream: some text, the turn still running.
+        send(page, "Can I pay yearly?")  # queued behind the running turn
+        # Mid-stream: part of the reply shown, the turn still running.
         page.wait_for_function(
             "() => document.querySelector('#stream').dataset.state === 'running'"
             " && document.querySelector('#stream-text').textContent.length > 40",

@@ -176,6 +176,7 @@ async function refreshFleet() {
   const first = state.counterSamples[0];
   const minutes = (now - first.t) / 60000;
   const counters = $("counters").tBodies[0];
+  $("counters-empty").hidden = Object.keys(fleet.counters).length > 0;
   counters.replaceChildren(
     ...Object.entries(fleet.counters).map(([name, total]) => {
       const rate = minutes > 0 ? ((total - (first.counters[name] || 0)) / minutes).toFixed(1) : "–";
