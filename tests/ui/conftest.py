@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 from pydantic import SecretStr
 
+from devkit.agent_example import HANDLER as AGENT
 from devkit.api_server import ServedApp
 from devkit.redis_server import RedisServer
 from devkit.ui_screenshot import CHROMIUM, launch_chromium
@@ -49,10 +50,12 @@ def _need_chromium() -> None:
 
 @pytest.fixture(scope="package")
 def ui_api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiApi]:
-    """The API (key ``ui-key``) and two workers whose fake model takes FAKE_DELAY_MS a reply."""
+    """The API (key ``ui-key``) and two workers running the example agent (its tools run when a text
+    says ``!tool=...``, so histories hold tool calls and results) on the fake model, which takes
+    FAKE_DELAY_MS a reply."""
     fleet = Fleet(redis_server.url, new_prefix(), tmp_path_factory.mktemp("ui-fleet"))
     # A long reply ("!delay=...") must not hit the model timeout before the test stops it.
-    fleet.start(2, fake_delay_ms=FAKE_DELAY_MS, model_timeout_s=120, max_attempts=2)
+    fleet.start(2, handler=AGENT, fake_delay_ms=FAKE_DELAY_MS, model_timeout_s=120, max_attempts=2)
     settings = fleet.settings.model_copy(update={"api_keys": SecretStr(UI_KEY)})
     try:
         with ServedApp(create_app(settings)) as server:

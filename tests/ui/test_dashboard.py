@@ -166,3 +166,27 @@ def test_fleet_view_retries_a_failed_turn(page: Page, ui_api: UiApi, offsite: Of
     link.click()
     expect(page.locator("#session-input")).to_have_value(session)
     assert offsite.urls == []
+
+
+def test_history_and_stream_show_tool_calls_and_results(page: Page, ui_api: UiApi) -> None:
+    session = sid("ui-tools")
+    page.goto(f"{ui_api.url}/ui#/session/{session}")
+    enter_key(page, "ui-key")
+    send(page, 'what is a lease? !tool=lookup:{"term": "lease"}')
+    stream = page.locator("#stream")
+    expect(stream).to_have_attribute("data-state", "completed")
+    # The stream showed the agent's tool call and its result as they happened.
+    expect(page.locator("#stream-tools li")).to_have_text(["calls lookup", "result of lookup"])
+
+    with client(ui_api) as c:
+        messages = c.get(f"/v1/sessions/{session}/messages").json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    call_id = messages[1]["tool_calls"][0]["id"]
+    expect(page.locator("#history li.msg")).to_have_count(4)
+    call = page.locator("#history li.msg.assistant .call")
+    expect(call).to_have_count(1)
+    expect(call).to_contain_text('calls lookup({"term":"lease"})')
+    expect(call).to_contain_text(call_id)
+    result = page.locator("#history li.msg.tool")
+    expect(result.locator(".meta")).to_contain_text(f"lookup → call {call_id}")
+    expect(result.locator(".content")).to_have_text(messages[2]["content"])
