@@ -4,10 +4,13 @@ real fake-model workers on a real Redis."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 from pydantic import SecretStr
@@ -46,6 +49,20 @@ def _need_chromium() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run should have installed it (apt-get install chromium)")
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+
+
+def client(api: UiApi) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {api.key}"} if api.key else {}
+    return httpx.Client(base_url=api.url, headers=headers, timeout=10)
+
+
+def wait_state(c: httpx.Client, turn_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st: dict[str, Any] = c.get(f"/v1/turns/{turn_id}").json()
+        if st["state"] == state or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="package")

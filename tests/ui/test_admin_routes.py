@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import sid
-from tests.ui.conftest import UiApi
-from tests.ui.test_dashboard import client, wait_state
+from tests.ui.conftest import UiApi, client, wait_state
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,18 +3,15 @@ workers (fake model, slowed down), real Redis. No request may leave this machine
 
 from __future__ import annotations
 
-import time
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from playwright.sync_api import Page, expect
 
 from devkit.ui_screenshot import enter_key, send
 from tests.conftest import sid
-from tests.ui.conftest import LOCAL_HOSTS, Offsite, UiApi
+from tests.ui.conftest import LOCAL_HOSTS, Offsite, UiApi, client, wait_state
 
 # Records every text the live stream showed while its turn was running, in order: what a person
 # watching the page saw, however fast the test looks.
@@ -33,20 +30,6 @@ RUNNING_WITH_TEXT = """(previous) => {
   const text = document.querySelector('#stream-text').textContent;
   return s.dataset.state === 'running' && s.dataset.turn !== previous && text.length > 0 ? s.dataset.turn : null;
 }"""
-
-
-def client(api: UiApi) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {api.key}"} if api.key else {}
-    return httpx.Client(base_url=api.url, headers=headers, timeout=10)
-
-
-def wait_state(c: httpx.Client, turn_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        st: dict[str, Any] = c.get(f"/v1/turns/{turn_id}").json()
-        if st["state"] == state or time.monotonic() > deadline:
-            return st
-        time.sleep(0.05)
 
 
 def test_docs_render_from_local_files_with_no_request_leaving_the_machine(

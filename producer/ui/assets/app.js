@@ -5,7 +5,8 @@
 "use strict";
 
 const KEY_STORE = "chatlane.key";
-const POLL_MS = 2000;
+// The fleet's two calls SCAN the turn records (O(turns kept)): polled less often than a session.
+const POLL_MS = { fleet: 5000, session: 2000 };
 const RATE_WINDOW_MS = 60000;
 const HISTORY_PAGE = 200;
 
@@ -80,6 +81,7 @@ $("key-form").addEventListener("submit", (ev) => {
   $("key-form").hidden = true;
   state.needKey = false;
   renderKeyState();
+  stopStream(); // a stream refused for want of a key is followed again from the start
   route();
 });
 
@@ -142,7 +144,7 @@ function poll() {
   refresh()
     .catch(showError)
     .finally(() => {
-      state.pollTimer = setTimeout(poll, POLL_MS);
+      state.pollTimer = setTimeout(poll, POLL_MS[state.view]);
     });
 }
 
