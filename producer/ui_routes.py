@@ -23,6 +23,16 @@ UI_ASSETS = "/ui/assets"
 DOCS_PATH = "/docs"
 DOCS_ASSETS = "/docs/assets"
 
+# What a deny-by-default auth must let through without a key: static files only, no data. (/docs
+# also reads the OpenAPI document, /openapi.json.)
+PUBLIC_PATHS = frozenset({UI_PATH, UI_PATH + "/", DOCS_PATH})
+PUBLIC_PREFIXES = (UI_ASSETS + "/", DOCS_ASSETS + "/")
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 # The page runs only its own script and talks only to its own origin: data it shows (a user's
 # text, a model's reply) can never run as script or send the key elsewhere.
 _UI_HEADERS = {

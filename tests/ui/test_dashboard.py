@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Page, expect
 
 from devkit.ui_screenshot import enter_key, send
+from producer.ui_routes import is_public
 from tests.conftest import sid
 from tests.ui.conftest import LOCAL_HOSTS, Offsite, UiApi, client, wait_state
 
@@ -45,9 +46,14 @@ def test_docs_render_from_local_files_with_no_request_leaving_the_machine(
     assert f"{ui_api.url}/docs/assets/swagger-ui-bundle.js" in requested
     assert f"{ui_api.url}/docs/assets/swagger-ui.css" in requested
     assert all(urlsplit(u).hostname in LOCAL_HOSTS for u in requested if not u.startswith("data:"))
+    # Besides the OpenAPI document, the page needs only what a deny-by-default auth lets through.
+    paths = {urlsplit(u).path for u in requested if not u.startswith("data:")} - {"/openapi.json"}
+    assert all(is_public(p) for p in paths), paths
 
 
 def test_fleet_view_asks_for_the_key_once_and_shows_the_workers(page: Page, ui_api: UiApi, offsite: Offsite) -> None:
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(urlsplit(r.url).path))
     page.goto(f"{ui_api.url}/ui")
     expect(page.locator("#key-form")).to_be_visible()
     page.locator("#key-input").fill("not-the-key")
@@ -65,6 +71,8 @@ def test_fleet_view_asks_for_the_key_once_and_shows_the_workers(page: Page, ui_a
     page.wait_for_function("() => Number(document.querySelector('#workers').textContent) >= 1")
     expect(page.locator("#key-form")).to_be_hidden()
     assert offsite.urls == []
+    # The page's own files are public; every piece of data came from /v1, behind the key.
+    assert {p for p in requested if not is_public(p)} <= {"/v1/fleet", "/v1/fleet/failed"}, requested
 
 
 def test_dashboard_needs_no_key_when_auth_is_off(page: Page, open_api: UiApi) -> None:
