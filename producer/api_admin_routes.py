@@ -19,6 +19,7 @@ from producer.api_guards import API_PREFIX
 from producer.client import ChatProducer
 
 MAX_WINDOW_S = 86400
+MAX_SINCE_S = 10 * 365 * 86400  # far beyond any turn TTL; bounded so the arithmetic stays in range
 
 
 async def _producer(request: Request) -> ChatProducer:
@@ -52,7 +53,7 @@ class Retried(BaseModel):
     turn: TurnStatus = Field(description="the new turn, at the end of the failed turn's session")
 
 
-def _since_ms(seconds_ago: float | None) -> int:
+def _since_ms(seconds_ago: int | None) -> int:
     # The same clock as `chatlane failed --since` (producer/cli.py).
     return int((time.time() - seconds_ago) * 1000) if seconds_ago is not None else 0
 
@@ -85,8 +86,12 @@ def admin_router(auth: bool) -> APIRouter:
     async def failed(
         producer: Producer,
         since: Annotated[
-            float | None,
-            Query(ge=0, description="only turns that ended at most this many seconds ago (all kept ones if absent)"),
+            int | None,
+            Query(
+                ge=0,
+                le=MAX_SINCE_S,
+                description="only turns that ended at most this many seconds ago (all kept ones if absent)",
+            ),
         ] = None,
     ) -> FailedTurns:
         """`chatlane failed`: failed turns whose records are still kept (CHATLANE_TURN_TTL_S). SCANs

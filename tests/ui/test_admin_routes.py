@@ -51,7 +51,9 @@ def test_failed_lists_failed_turns_and_retry_makes_a_new_one(ui_api: UiApi) -> N
         assert failed in listed
         # Nothing failed in the future: a window of 0 s back lists none of the earlier ones.
         assert failed not in [t["turn_id"] for t in c.get("/v1/fleet/failed", params={"since": 0}).json()["turns"]]
-        assert c.get("/v1/fleet/failed", params={"since": -1}).status_code == 422
+        for bad in ("-1", "1e308", "x"):
+            r = c.get("/v1/fleet/failed", params={"since": bad})
+            assert r.status_code == 422 and r.json()["code"] == "invalid_input"
 
         r = c.post(f"/v1/turns/{failed}/retry")
         assert r.status_code == 202, r.text
