@@ -181,3 +181,24 @@ def test_history_and_stream_show_tool_calls_and_results(page: Page, ui_api: UiAp
     result = page.locator("#history li.msg.tool")
     expect(result.locator(".meta")).to_contain_text(f"lookup → call {call_id}")
     expect(result.locator(".content")).to_have_text(messages[2]["content"])
+
+
+def test_queued_turn_is_cancelled_from_the_list(page: Page, ui_api: UiApi) -> None:
+    session = sid("ui-cancel")
+    page.goto(f"{ui_api.url}/ui#/session/{session}")
+    enter_key(page, "ui-key")
+    send(page, "a slow one !delay=24000")
+    running = page.wait_for_function(RUNNING_WITH_TEXT, arg="").json_value()
+    send(page, "and one behind it")
+    queued = page.locator("#live-turns li[data-state='queued']")
+    expect(queued).to_have_count(1)
+    queued_id = queued.get_attribute("data-turn")
+    queued.get_by_role("button", name="Cancel").click()
+    expect(page.locator(f"#live-turns li[data-turn='{queued_id}']")).to_have_count(0)
+    with client(ui_api) as c:
+        assert c.get(f"/v1/turns/{queued_id}").json()["state"] == "cancelled"
+        assert c.get(f"/v1/turns/{running}").json()["state"] == "running"  # untouched
+    # The running turn's own Stop in the list ends it too.
+    page.locator(f"#live-turns li[data-turn='{running}']").get_by_role("button", name="Stop").click()
+    expect(page.locator("#stream")).to_have_attribute("data-state", "interrupted")
+    expect(page.locator("#live-turns li")).to_have_count(0)
