@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 from pydantic import SecretStr
 
 from devkit.agent_example import HANDLER as AGENT
@@ -27,6 +27,9 @@ UI_KEY = "ui-key"
 # Slow enough that a reply visibly streams (8 chunks of 250 ms), fast enough for the suite.
 FAKE_DELAY_MS = 2000
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Waits, not speed limits: generous for a loaded CI machine (Playwright's expect() defaults to 5 s).
+WAIT_MS = 30_000
+expect.set_options(timeout=WAIT_MS)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def offsite() -> Offsite:
 def context(browser: Browser, offsite: Offsite) -> Iterator[BrowserContext]:
     """A fresh browser profile (empty sessionStorage) that lets no request leave this machine."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-    ctx.set_default_timeout(20_000)
+    ctx.set_default_timeout(WAIT_MS)
 
     def only_local(route: Route) -> None:
         url = route.request.url
