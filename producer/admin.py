@@ -1,4 +1,5 @@
-"""Operator queries and actions behind the ``chatlane`` CLI (producer/cli.py).
+"""Operator queries and actions behind the ``chatlane`` CLI (producer/cli.py) and the dashboard's
+/v1 routes (producer/api_admin_routes.py).
 
 Reads go straight to Redis; the one write, ``retry``, is an ordinary enqueue through
 ``ChatProducer``, so it gets the same validation, limits and atomic script as any turn.
@@ -16,6 +17,7 @@ from chatlane.turns import TurnState, TurnStatus, validate_session_id, validate_
 from producer.client import ChatProducer, Enqueued
 
 SCAN_COUNT = 1000
+_ENDED = {s.value for s in TurnState if s.terminal}
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,9 @@ async def session_view(p: ChatProducer, session_id: str, recent: int = 10) -> Se
     )
 
 
-async def failed_turns(p: ChatProducer, since_ms: int = 0) -> list[TurnStatus]:
-    """Failed turns whose records are still kept (CHATLANE_TURN_TTL_S), oldest end first.
+async def ended_turns(p: ChatProducer, since_ms: int = 0) -> list[tuple[int, str, TurnState]]:
+    """(end time in epoch ms, turn id, state) of the ended turns whose records are still kept
+    (CHATLANE_TURN_TTL_S) and that ended at ``since_ms`` or later, oldest end first.
 
     A SCAN over the turn records: O(turns kept), paid by the operator's query instead of an index
     every commit would have to write.
@@ -83,7 +86,7 @@ async def failed_turns(p: ChatProducer, since_ms: int = 0) -> list[TurnStatus]:
     ids = [
         m.group(1) async for k in p.redis.scan_iter(match=f"{prefix}*", count=SCAN_COUNT) if (m := record.fullmatch(k))
     ]
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str, TurnState]] = []
     for start in range(0, len(ids), SCAN_COUNT):
         batch = ids[start : start + SCAN_COUNT]
         async with p.redis.pipeline(transaction=False) as pipe:
@@ -91,10 +94,23 @@ async def failed_turns(p: ChatProducer, since_ms: int = 0) -> list[TurnStatus]:
                 pipe.hmget(p.keys.turn(turn_id), ["state", "finished"])
             rows = await pipe.execute()
         found += [
-            (int(fin), t) for t, (state, fin) in zip(batch, rows, strict=True)
-            if state == TurnState.failed and fin and int(fin) >= since_ms
+            (int(fin), t, TurnState(state)) for t, (state, fin) in zip(batch, rows, strict=True)
+            if state in _ENDED and fin and int(fin) >= since_ms
         ]  # fmt: skip
-    return await _statuses(p, [t for _, t in sorted(found)])
+    return sorted(found)
+
+
+async def failed_turns(p: ChatProducer, since_ms: int = 0) -> list[TurnStatus]:
+    """Failed turns whose records are still kept (CHATLANE_TURN_TTL_S), oldest end first."""
+    return await _statuses(p, [t for _, t, state in await ended_turns(p, since_ms) if state is TurnState.failed])
+
+
+async def ended_counts(p: ChatProducer, since_ms: int) -> dict[str, int]:
+    """How many kept turns ended at ``since_ms`` or later, by state (every ended state, zeros too)."""
+    counts = dict.fromkeys(sorted(_ENDED), 0)
+    for _, _, state in await ended_turns(p, since_ms):
+        counts[state.value] += 1
+    return counts
 
 
 async def retry(p: ChatProducer, turn_id: str) -> Enqueued:

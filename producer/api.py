@@ -2,7 +2,7 @@
 
 Every ``/v1`` route wants ``Authorization: Bearer <key>`` when CHATLANE_API_KEYS is set.
 Probes: ``/healthz`` (the process answers) and ``/readyz`` (Redis answers and a worker sent a
-heartbeat in the last ``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, docs at /docs.
+heartbeat in the last ``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, docs at /docs, the dashboard at /ui.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
 from chatlane.startup import StartupError, check_redis_blocking, check_redis_url, fail, load_settings
 from chatlane.turns import SESSION_ID_DESCRIPTION, SESSION_ID_PATTERN, TurnStatus, WebhookLog, is_turn_id
+from producer.api_admin_routes import admin_router
 from producer.api_errors import document_only_our_errors, error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
 from producer.api_paths import EncodedSlash
@@ -38,6 +39,7 @@ from producer.api_schemas import (
 from producer.client import ChatProducer
 from producer.metrics import render
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
+from producer.ui_routes import install_ui
 
 log = logging.getLogger("chatlane.api")
 
@@ -273,12 +275,16 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
         summary="Enqueue LLM chat turns per session; poll or stream them.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from local files by install_ui, as is the dashboard
+        redoc_url=None,
     )
     app.state.keepalive_s = keepalive_s
     install_error_handlers(app)
     document_only_our_errors(app)
     app.include_router(v1_router(auth=bool(keys)))
     app.include_router(probes)
+    app.include_router(admin_router(auth=bool(keys)))
+    install_ui(app)
     app.add_middleware(EncodedSlash)
     app.add_middleware(BodyLimit, max_bytes=body_limit_bytes(s.max_text_chars))
     app.add_middleware(BearerAuth, keys=keys)  # added last = runs first
