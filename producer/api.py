@@ -1,8 +1,9 @@
 """The HTTP API: enqueue turns, poll or stream them, read histories. Serve ``producer.api:app``.
 
-Every ``/v1`` route wants ``Authorization: Bearer <key>`` when CHATLANE_API_KEYS is set.
-Probes: ``/healthz`` (the process answers) and ``/readyz`` (Redis answers and a worker sent a
-heartbeat in the last ``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, docs at /docs.
+Every route but the probes and docs wants ``Authorization: Bearer <key>`` (api_guards.TenantAuth;
+closed when no keys are configured, unless CHATLANE_AUTH=none). Probes: ``/healthz`` (the process
+answers) and ``/readyz`` (Redis answers and a worker sent a heartbeat in the last
+``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, docs at /docs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
 from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
 from producer.api_errors import error_response, error_responses, install_error_handlers
-from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
+from producer.api_guards import (
+    API_PREFIX,
+    TENANT_HEADER,
+    BodyLimit,
+    TenantAuth,
+    body_limit_bytes,
+    document_bearer,
+    public_paths,
+)
+from producer.api_keys import load_keyring
 from producer.api_schemas import (
     CancelRequest,
     Health,
@@ -62,7 +72,11 @@ class EventStreamResponse(StreamingResponse):
 
 
 def v1_router(auth: bool) -> APIRouter:
-    common = error_responses(401, 503) if auth else error_responses(503)
+    unauthorized = {
+        401: f"no valid `Authorization: Bearer <key>`, or no keys configured; 403 `forbidden`: a "
+        f"tenant key named another tenant in {TENANT_HEADER}"
+    }
+    common = error_responses(401, 503, describe=unauthorized) if auth else error_responses(503)
     v1 = APIRouter(prefix=API_PREFIX, responses=common)
 
     @v1.post(
@@ -242,12 +256,16 @@ async def metrics(producer: Producer) -> Response:
 
 def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALIVE_S) -> FastAPI:
     s = settings or get_settings()
-    keys = s.api_key_list
+    keyring = load_keyring(s)  # ApiKeysError (one line) on a configuration mistake
+    auth = keyring is not None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not keys:
-            log.warning("CHATLANE_API_KEYS is not set: the /v1 API accepts requests from anyone who can reach it")
+        if keyring is None:
+            log.warning("CHATLANE_AUTH=none: the API accepts requests from anyone who can reach it, all as one tenant")
+        elif not keyring:
+            log.warning("no API keys configured (CHATLANE_API_KEYS, CHATLANE_API_KEYS_FILE): every request but the "
+                        "probes and docs is refused with 401; configure keys, or set CHATLANE_AUTH=none")  # fmt: skip
         async with ChatProducer(settings=s) as producer:
             app.state.producer = producer
             yield
@@ -259,12 +277,14 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
         lifespan=lifespan,
     )
     app.state.keepalive_s = keepalive_s
+    # The key file's per-tenant overrides of the quota settings (tenant -> TenantQuota).
+    app.state.tenant_quotas = dict(keyring.quotas) if keyring else {}
     install_error_handlers(app)
-    app.include_router(v1_router(auth=bool(keys)))
+    app.include_router(v1_router(auth=auth))
     app.include_router(probes)
     app.add_middleware(BodyLimit, max_bytes=body_limit_bytes(s.max_text_chars))
-    app.add_middleware(BearerAuth, keys=keys)  # added last = runs first
-    if keys:
+    app.add_middleware(TenantAuth, keyring=keyring, public=public_paths(app))  # added last = runs first
+    if auth:
         document_bearer(app)
     return app
 
