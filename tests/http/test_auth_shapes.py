@@ -13,8 +13,15 @@ that copies it into a response header: no route or code path exists for it in th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +31,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -31,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlane.tenants import TenantQuota
 from devkit.api_server import ServedApp
-from devkit.redis_server import RedisServer
+from devkit.redis_server import RedisServer, free_port
 from devkit.strip_proxy import StripProxy
 from producer import Settings
 from producer.api import create_app
@@ -376,3 +384,55 @@ def test_key_file_mistakes_name_the_line(tmp_path: Path, text: str, expected: st
         load_keyring(Settings(api_keys_file=write(tmp_path, text)))
     assert expected in str(err.value) and "\n" not in str(err.value)
     assert SECRET not in str(err.value)
+
+
+# The README's Security snippets, as written: the key maker's entry is the key file of an app
+# mounted as the README shows, served by uvicorn in its own process.
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def security_blocks(lang: str) -> list[str]:
+    text = README.read_text()
+    section = text[text.index("\n## Security\n") :]
+    section = section[: section.index("\n## ", 1)]
+    return re.findall(rf"^```{lang}\n(.*?)^```", section, re.S | re.M)
+
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum is not installed")
+def test_readme_security_snippets_run_as_written(tmp_path: Path, redis_server: RedisServer) -> None:
+    [make_key] = security_blocks("sh")
+    made = subprocess.run(["bash", "-euc", make_key], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.split("the key for acme: ", 1)[1].split()[0]
+    [mount] = security_blocks("python")
+    (tmp_path / "mounted_app.py").write_text(mount)
+    prefix = new_prefix()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())]),
+        "CHATLANE_REDIS_URL": redis_server.url,
+        "CHATLANE_KEY_PREFIX": prefix,
+        "CHATLANE_API_KEYS_FILE": str(tmp_path / "api-keys"),
+    }
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "mounted_app:app", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/chat"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as h, SyncRedis.from_url(redis_server.url) as r:
+            for _ in range(200):
+                with contextlib.suppress(httpx.TransportError):
+                    if h.get("/healthz").status_code == 200:
+                        break
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                time.sleep(0.05)
+            turn = {"text": "hi"}
+            assert_refused(h.post(f"/v1/sessions/{sid()}/turns", json=turn), 401, "unauthorized")
+            assert not list(r.scan_iter(match=f"{prefix}:*"))
+            made_turn = h.post(f"/v1/sessions/{sid()}/turns", json=turn, headers=bearer(key))
+            assert made_turn.status_code == 202, made_turn.text
+            assert list(r.scan_iter(match=f"{prefix}:*"))
+    finally:
+        server.terminate()
+        server.wait(10)
