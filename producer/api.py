@@ -23,7 +23,6 @@ from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, Webh
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import (
     API_PREFIX,
-    TENANT_HEADER,
     BodyLimit,
     TenantAuth,
     body_limit_bytes,
@@ -72,11 +71,7 @@ class EventStreamResponse(StreamingResponse):
 
 
 def v1_router(auth: bool) -> APIRouter:
-    unauthorized = {
-        401: f"no valid `Authorization: Bearer <key>`, or no keys configured; 403 `forbidden`: a "
-        f"tenant key named another tenant in {TENANT_HEADER}"
-    }
-    common = error_responses(401, 503, describe=unauthorized) if auth else error_responses(503)
+    common = error_responses(401, 503) if auth else error_responses(503)
     v1 = APIRouter(prefix=API_PREFIX, responses=common)
 
     @v1.post(
