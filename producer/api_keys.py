@@ -118,13 +118,15 @@ class _Builder:
 
     def quota(self, where: str, tenant: str, options: list[str]) -> None:
         values: dict[str, int] = {}
-        for option in options:
+        for n, option in enumerate(options, 2):
             name, sep, raw = option.partition("=")
             if not sep or name not in QUOTA_FIELDS:
-                raise ApiKeysError(f"{where}: {option!r:.40} is not a quota; expected {'=N, '.join(QUOTA_FIELDS)}=N")
+                # Not echoed: a misplaced key would land in the log.
+                expected = ", ".join(f"{f}=N" for f in QUOTA_FIELDS)
+                raise ApiKeysError(f"{where}: word {n} is not a quota; expected {expected}")
             if name in values:
                 raise ApiKeysError(f"{where}: {name} is given twice")
-            if not raw.isdigit():
+            if not (raw.isascii() and raw.isdigit()):
                 raise ApiKeysError(f"{where}: {name} must be a whole number >= 0 (0: no limit), got {raw!r:.20}")
             values[name] = int(raw)
         if not values:
@@ -140,12 +142,10 @@ class _Builder:
 
 
 def _split(value: str, setting: str) -> Iterator[tuple[str, str]]:
-    entries = [e.strip() for e in value.split(",")]
-    for n, entry in enumerate(entries, 1):
+    # Empty entries (a trailing comma) are skipped, as they always were.
+    for n, entry in enumerate((e.strip() for e in value.split(",")), 1):
         if entry:
             yield f"{setting} entry {n}", entry
-        elif len(entries) > 1:
-            raise ApiKeysError(f"{setting} entry {n} is empty (a stray comma?)")
 
 
 def _file_lines(path: str) -> Iterator[tuple[str, str, list[str]]]:

@@ -280,7 +280,8 @@ async def test_auth_none_serves_everyone_as_the_default_tenant(redis_server: Red
 
 
 def test_a_bare_key_belongs_to_the_default_tenant() -> None:
-    ring = load_keyring(Settings(api_keys=SecretStr(f"old-key, sha256:{sha256_hex('other')}")))
+    # As configured before tenants, a trailing comma included.
+    ring = load_keyring(Settings(api_keys=SecretStr(f"old-key, sha256:{sha256_hex('other')},")))
     assert ring is not None
     grants = [ring.grant(k) for k in (b"old-key", b"other", b"nope")]
     assert [g.tenant if g else None for g in grants] == ["default", "default", None]
@@ -355,14 +356,15 @@ BAD_CONFIGS: list[tuple[dict[str, object], str]] = [
     ({"api_keys": f"a={SECRET}, b={SECRET}"}, "CHATLANE_API_KEYS entry 2: the same key as CHATLANE_API_KEYS entry 1"),
     ({"api_keys": f"a={SECRET}", "admin_keys": f"sha256:{sha256_hex(SECRET)}"},
      "CHATLANE_ADMIN_KEYS entry 1: the same key"),
-    ({"api_keys": f"a={SECRET},,b=x"}, "CHATLANE_API_KEYS entry 2 is empty"),
     ({"api_keys": "a="}, "the key is empty"),
     ({"api_keys_file": "/nonexistent/keys.txt"}, "CHATLANE_API_KEYS_FILE: cannot read /nonexistent/keys.txt"),
     ({"auth": "none", "api_keys": SECRET}, "CHATLANE_AUTH=none turns auth off, but CHATLANE_API_KEYS is set"),
 ]  # fmt: skip
 FILE_ERRORS = [
     (f"a={SECRET} max_queued=-1", "line 1: max_queued must be a whole number"),
-    (f"a={SECRET} burst=5", "line 1: 'burst=5' is not a quota"),
+    (f"a={SECRET} burst=5", "line 1: word 2 is not a quota; expected max_queued=N, turns_per_min=N"),
+    (f"a=k1 {SECRET}", "line 1: word 2 is not a quota"),
+    (f"a={SECRET} max_queued=\u00b2", "line 1: max_queued must be a whole number"),
     (f"a={SECRET} max_queued=1 max_queued=2", "line 1: max_queued is given twice"),
     (f"a={SECRET} max_queued=1\na={SECRET}2 max_queued=2", "line 2: max_queued of tenant a differs from"),
     (f"# ok\n\na={SECRET}\nb={SECRET}", "line 4: the same key as CHATLANE_API_KEYS_FILE"),
