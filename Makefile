@@ -34,6 +34,9 @@ lint: $(INSTALLED)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# The HTTP API on all interfaces. It needs keys (CHATLANE_API_KEYS or CHATLANE_API_KEYS_FILE, README
+# "Security"): without any, every request but the probes and docs gets 401. CHATLANE_AUTH=none
+# opens it, for local tries only.
 web: $(INSTALLED)
 	$(VENV)/bin/uvicorn producer.api:app --host 0.0.0.0 --port $${PORT:-8000} --timeout-graceful-shutdown 5
 

@@ -206,8 +206,23 @@ class SteeringConfig(BaseModel):
 
 
 class ApiConfig(BaseModel):
-    # HTTP API: comma-separated bearer keys; empty = no auth (the app warns at start)
+    """Who may call the HTTP API, and as which tenant (README "Security"; parsed and checked when
+    the app is created, by producer/api_keys.py)."""
+
+    # "keys": every route but the probes and docs needs a key; with none configured the API
+    # refuses service (closed by default). "none": no auth, every request acts for tenant
+    # "default"; only for an API that nothing untrusted can reach.
+    auth: Literal["keys", "none"] = "keys"
+    # Comma-separated entries: `tenant=KEY`, `tenant=sha256:<64 hex>` (the key's SHA-256, so the
+    # key itself need not be stored), or a bare KEY / `sha256:<hex>`, which belongs to tenant
+    # "default".
     api_keys: SecretStr = SecretStr("")
+    # A file of the same entries, one per line (# comments), each optionally followed by the
+    # tenant's quota overrides: `acme=sha256:<hex> max_queued=100 turns_per_min=60`.
+    api_keys_file: str | None = None
+    # Comma-separated keys (or `sha256:<hex>`) that may act for any tenant, named per request in
+    # the X-Chatlane-Tenant header (required with an admin key).
+    admin_keys: SecretStr = SecretStr("")
 
 
 class LimitsConfig(BaseModel):
@@ -285,10 +300,6 @@ class Settings(
     @property
     def lease_renew_ms(self) -> int:
         return self.lease_renew_interval_ms or self.lease_ttl_ms // 3
-
-    @property
-    def api_key_list(self) -> tuple[str, ...]:
-        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
 
     @property
     def turn_ttl_ms(self) -> int:

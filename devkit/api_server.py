@@ -17,7 +17,8 @@ from devkit.redis_server import free_port
 
 
 class ServedApp:
-    def __init__(self, app: Any, *, port: int | None = None, log_level: str = "warning") -> None:
+    def __init__(self, app: Any, *, port: int | None = None, log_level: str = "warning", root_path: str = "") -> None:
+        """``root_path``: as ``uvicorn --root-path`` (behind a proxy that strips that prefix)."""
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -25,6 +26,7 @@ class ServedApp:
             port=self.port,
             log_level=log_level,
             lifespan="on",
+            root_path=root_path,
             # Open SSE streams must not hold shutdown forever.
             timeout_graceful_shutdown=2,
         )

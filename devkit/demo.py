@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from langchain_core.messages import AIMessage, ToolMessage
+from pydantic import SecretStr
 
 from chatlane.connection import redacted
 from devkit.agent_example import HANDLER
@@ -147,8 +149,11 @@ class Demo:
                     from devkit.http_client import HttpChatClient
                     from producer.api import create_app
 
-                    server = stack.enter_context(ServedApp(create_app(self.settings)))
-                    enqueue = (await stack.enter_async_context(HttpChatClient(server.base_url))).enqueue
+                    # A bare key acts for tenant "default", whose sessions the demo's checks read.
+                    key = secrets.token_urlsafe(16)
+                    api_settings = self.settings.model_copy(update={"api_keys": SecretStr(key)})
+                    server = stack.enter_context(ServedApp(create_app(api_settings)))
+                    enqueue = (await stack.enter_async_context(HttpChatClient(server.base_url, key))).enqueue
                     print(f"  producers enqueue over HTTP: POST {server.base_url}/v1/sessions/{{id}}/turns")
                 await self.wait_for_workers(p, workers)
                 started = time.monotonic()

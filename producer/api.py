@@ -1,8 +1,9 @@
 """The HTTP API: enqueue turns, poll or stream them, read histories. Serve ``producer.api:app``.
 
-Every ``/v1`` route wants ``Authorization: Bearer <key>`` when CHATLANE_API_KEYS is set.
-Probes: ``/healthz`` (the process answers) and ``/readyz`` (Redis answers and a worker sent a
-heartbeat in the last ``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, docs at /docs, the dashboard at /ui.
+Every route but the probes and docs wants ``Authorization: Bearer <key>`` (api_guards.TenantAuth;
+closed when no keys are configured, unless CHATLANE_AUTH=none). Probes: ``/healthz`` (the process
+answers) and ``/readyz`` (Redis answers and a worker sent a heartbeat in the last
+``READY_HEARTBEAT_S`` seconds). OpenAPI at /openapi.json, docs at /docs, the dashboard at /ui.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from chatlane.startup import StartupError, check_redis_blocking, check_redis_url
 from chatlane.turns import SESSION_ID_DESCRIPTION, SESSION_ID_PATTERN, TurnStatus, WebhookLog, is_turn_id
 from producer.api_admin_routes import admin_router
 from producer.api_errors import document_only_our_errors, error_response, error_responses, install_error_handlers
-from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
+from producer.api_guards import API_PREFIX, BodyLimit, TenantAuth, body_limit_bytes, document_bearer, public_paths
+from producer.api_keys import ApiKeysError, load_keyring
 from producer.api_paths import EncodedSlash
 from producer.api_schemas import (
     CancelRequest,
@@ -39,7 +41,7 @@ from producer.api_schemas import (
 from producer.client import ChatProducer
 from producer.metrics import render
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
-from producer.ui_routes import install_ui
+from producer.ui_routes import PUBLIC_PATHS, PUBLIC_PREFIXES, install_ui
 
 log = logging.getLogger("chatlane.api")
 
@@ -260,12 +262,16 @@ async def metrics(producer: Producer) -> Response:
 def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALIVE_S) -> FastAPI:
     # Its Redis connections are named chatlane-api (CLIENT LIST).
     s = (settings or get_settings()).with_role("api")
-    keys = s.api_key_list
+    keyring = load_keyring(s)  # ApiKeysError (one line) on a configuration mistake
+    auth = keyring is not None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not keys:
-            log.warning("CHATLANE_API_KEYS is not set: the /v1 API accepts requests from anyone who can reach it")
+        if keyring is None:
+            log.warning("CHATLANE_AUTH=none: the API accepts requests from anyone who can reach it, all as one tenant")
+        elif not keyring:
+            log.warning("no API keys configured (CHATLANE_API_KEYS, CHATLANE_API_KEYS_FILE): every request but the "
+                        "probes and docs is refused with 401; configure keys, or set CHATLANE_AUTH=none")  # fmt: skip
         async with ChatProducer(settings=s) as producer:
             app.state.producer = producer
             yield
@@ -279,16 +285,20 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
         redoc_url=None,
     )
     app.state.keepalive_s = keepalive_s
+    # The key file's per-tenant overrides of the quota settings (tenant -> TenantQuota).
+    app.state.tenant_quotas = dict(keyring.quotas) if keyring else {}
     install_error_handlers(app)
     document_only_our_errors(app)
-    app.include_router(v1_router(auth=bool(keys)))
+    app.include_router(v1_router(auth=auth))
     app.include_router(probes)
-    app.include_router(admin_router(auth=bool(keys)))
+    app.include_router(admin_router(auth=auth))
     install_ui(app)
     app.add_middleware(EncodedSlash)
     app.add_middleware(BodyLimit, max_bytes=body_limit_bytes(s.max_text_chars))
-    app.add_middleware(BearerAuth, keys=keys)  # added last = runs first
-    if keys:
+    # The dashboard's and the local docs' static files are public: no data in them (ui_routes).
+    public = public_paths(app) | PUBLIC_PATHS
+    app.add_middleware(TenantAuth, keyring=keyring, public=public, public_prefixes=PUBLIC_PREFIXES)  # runs first
+    if auth:
         document_bearer(app)
     return app
 
@@ -303,9 +313,9 @@ def served_app() -> FastAPI:
         settings = load_settings()
         check_redis_url(settings)
         check_redis_blocking(settings.with_role("api"), log)
-    except StartupError as e:
+        return create_app(settings)
+    except (StartupError, ApiKeysError) as e:
         fail("chatlane api", e)
-    return create_app(settings)
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -47,7 +47,8 @@ _HTTP_CODES = {
 }
 
 _DESCRIPTIONS = {
-    401: "missing or wrong `Authorization: Bearer <key>` (only when CHATLANE_API_KEYS is set)",
+    401: "no valid `Authorization: Bearer <key>`, or no keys configured (README: Security); 403 `forbidden`: a "
+    "tenant's key named another tenant in X-Chatlane-Tenant",
     404: "unknown turn (or expired after it ended), or unknown route",
     409: "the idempotency key already names a turn with a different text (`idempotency_conflict`), "
     "the turn has ended and cannot be cancelled (`turn_not_cancellable`), or on_busy=reject and the session "

@@ -38,7 +38,7 @@ async def run_session(producer: ChatProducer, texts: list[str]) -> tuple[str, li
 
 
 def messages_page(fleet: Fleet, s: str) -> dict[str, object]:
-    with ServedApp(create_app(fleet.settings)) as api:
+    with ServedApp(create_app(fleet.settings.model_copy(update={"auth": "none"}))) as api:
         resp = httpx.get(f"{api.base_url}/v1/sessions/{s}/messages", params={"limit": 100})
     assert resp.status_code == 200, resp.text
     page: dict[str, object] = resp.json()

@@ -21,7 +21,7 @@ from tests.http.conftest import Api
 async def test_agent_turn_over_http(fleet: Fleet) -> None:
     fleet.start(1, handler=HANDLER)
     s = sid("http-agent")
-    with ServedApp(create_app(fleet.settings)) as api:
+    with ServedApp(create_app(fleet.settings.model_copy(update={"auth": "none"}))) as api:
         async with HttpChatClient(api.base_url) as client:
             st = await client.enqueue(s, 'what is a lease? !tool=lookup:{"term": "lease"}', metadata={"user": "ann"})
             assert st.metadata == {"user": "ann"}

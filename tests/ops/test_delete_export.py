@@ -83,7 +83,7 @@ async def test_export_round_trips_and_delete_over_http_and_cli(fleet: Fleet, pro
     assert back == exp
     assert decode_messages(json.dumps(m) for m in back.history) == await producer.history(s)
 
-    with ServedApp(create_app(fleet.settings)) as api:
+    with ServedApp(create_app(fleet.settings.model_copy(update={"auth": "none"}))) as api:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
             r = await http.get(f"/v1/sessions/{s}/export")
             assert r.status_code == 200 and SessionExport.model_validate(r.json()).turns == exp.turns
