@@ -14,19 +14,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from chatlane.errors import TurnNotFound
 from chatlane.export import SessionExport
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
 from chatlane.startup import StartupError, check_redis_blocking, check_redis_url, fail, load_settings
-from chatlane.turns import SESSION_ID_DESCRIPTION, SESSION_ID_PATTERN, TurnStatus, WebhookLog, is_turn_id
+from chatlane.turns import TurnStatus, WebhookLog
 from producer.api_admin_routes import admin_router
 from producer.api_errors import document_only_our_errors, error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BodyLimit, TenantAuth, body_limit_bytes, document_bearer, public_paths
 from producer.api_keys import ApiKeysError, load_keyring
+from producer.api_params import Producer, SessionId, TurnId
 from producer.api_paths import EncodedSlash
 from producer.api_schemas import (
     CancelRequest,
@@ -51,29 +51,6 @@ KEEPALIVE_S = 15.0
 MAX_PAGE = 1000
 
 _LOCATION = {"Location": {"description": "the turn's URL, /v1/turns/{turn_id}", "schema": {"type": "string"}}}
-
-SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description=SESSION_ID_DESCRIPTION)]
-
-
-async def known_turn_id(
-    turn_id: Annotated[str, Path(description="as returned by the enqueue call; any other id: 404 `turn_not_found`")],
-) -> str:
-    # Not a path pattern: an id that names no turn is a 404 whatever its shape, not a 422.
-    if not is_turn_id(turn_id):
-        raise TurnNotFound(turn_id[:64])
-    return turn_id
-
-
-TurnId = Annotated[str, Depends(known_turn_id)]
-
-
-async def producer_of(request: Request) -> ChatProducer:
-    # async: FastAPI would run a plain def in its thread pool, a thread hop per request.
-    producer: ChatProducer = request.app.state.producer
-    return producer
-
-
-Producer = Annotated[ChatProducer, Depends(producer_of)]
 
 
 class EventStreamResponse(StreamingResponse):

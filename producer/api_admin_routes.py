@@ -9,26 +9,17 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from chatlane.turns import TURN_ID_PATTERN, TurnStatus
+from chatlane.turns import TurnStatus
 from producer import admin
 from producer.api_errors import error_responses
 from producer.api_guards import API_PREFIX
-from producer.client import ChatProducer
+from producer.api_params import Producer, TurnId
 
 MAX_WINDOW_S = 86400
 MAX_SINCE_S = 10 * 365 * 86400  # far beyond any turn TTL; bounded so the arithmetic stays in range
-
-
-async def _producer(request: Request) -> ChatProducer:
-    producer: ChatProducer = request.app.state.producer
-    return producer
-
-
-Producer = Annotated[ChatProducer, Depends(_producer)]
-TurnId = Annotated[str, Path(pattern=TURN_ID_PATTERN, description="the failed turn's id")]
 
 
 class Fleet(BaseModel):

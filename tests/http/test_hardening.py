@@ -54,7 +54,7 @@ def raw(api: Api, method: str, path: str, key: str | None = None, body: Any = No
 
 def test_503_answers_name_no_redis_location_and_the_log_does(caplog: pytest.LogCaptureFixture) -> None:
     dead = free_port()
-    settings = Settings(redis_url=f"redis://:{PASSWORD}@127.0.0.1:{dead}/7", key_prefix="dead")
+    settings = Settings(redis_url=f"redis://:{PASSWORD}@127.0.0.1:{dead}/7", key_prefix="dead", auth="none")
     s, t = sid(), "a" * 32
     requests = [
         ("POST", f"/v1/sessions/{s}/turns", {"text": "hi"}),
@@ -86,7 +86,7 @@ def test_503_answers_name_no_redis_location_and_the_log_does(caplog: pytest.LogC
 
 async def test_a_stream_cut_by_redis_ends_with_an_error_that_names_no_location() -> None:
     with RedisServer() as redis_server:
-        settings = Settings(redis_url=redis_server.url, key_prefix="cut")
+        settings = Settings(redis_url=redis_server.url, key_prefix="cut", auth="none")
         with ServedApp(create_app(settings)) as server:
             async with httpx.AsyncClient(base_url=server.base_url, timeout=15) as h:
                 tid = (await h.post(f"/v1/sessions/{sid()}/turns", json={"text": "hi"})).json()["turn_id"]
@@ -109,6 +109,7 @@ TURN_ROUTES = [
     ("GET", "/v1/turns/{}/stream"),
     ("GET", "/v1/turns/{}/webhook"),
     ("POST", "/v1/turns/{}/webhook/redeliver"),
+    ("POST", "/v1/turns/{}/retry"),
 ]
 NO_TURN_IDS = [
     "does-not-exist",
@@ -229,7 +230,7 @@ async def test_the_api_holds_at_most_its_pool_of_named_redis_connections() -> No
     """40 enqueues at once through a pool of 3: each waits for a connection instead of opening
     its own or failing, and CLIENT LIST shows the API's connections by name."""
     with RedisServer() as redis_server:
-        settings = Settings(redis_url=redis_server.url, key_prefix="pool", redis_max_connections=3)
+        settings = Settings(redis_url=redis_server.url, key_prefix="pool", redis_max_connections=3, auth="none")
         with ServedApp(create_app(settings)) as server:
             limits = httpx.Limits(max_connections=40)
             async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as h:

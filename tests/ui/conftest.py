@@ -86,8 +86,8 @@ def ui_api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="package")
 def open_api(redis_server: RedisServer) -> Iterator[UiApi]:
-    """An API with auth off (no CHATLANE_API_KEYS) and no workers."""
-    settings = Settings(redis_url=redis_server.url, key_prefix=new_prefix())
+    """An API with auth off (CHATLANE_AUTH=none) and no workers."""
+    settings = Settings(redis_url=redis_server.url, key_prefix=new_prefix(), auth="none")
     with ServedApp(create_app(settings)) as server:
         yield UiApi(server.base_url, settings, None)
 

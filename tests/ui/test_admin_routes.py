@@ -98,7 +98,10 @@ def test_static_pages_are_served_without_a_key_and_redoc_is_off(ui_api: UiApi) -
         docs = anon.get("/docs")
         assert docs.status_code == 200 and "/docs/assets/swagger-ui.css" in docs.text
         assert "cdn" not in docs.text.lower()
-        assert anon.get("/redoc").status_code == 404
+        # Refused like any path that is not public; with the key, there is no such page.
+        assert anon.get("/redoc").status_code == 401
+    with client(ui_api) as c:
+        assert c.get("/redoc").status_code == 404
 
 
 def test_package_data_ships_every_static_file() -> None:
