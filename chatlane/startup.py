@@ -58,8 +58,9 @@ def load_settings() -> Settings:
 
 
 def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
     if not loc:  # a check across several settings
-        return msg.removeprefix("Value error, ")
+        return msg
     return f"CHATLANE_{'_'.join(str(p) for p in loc).upper()}: {msg}"
 
 

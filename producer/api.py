@@ -239,6 +239,7 @@ async def metrics(producer: Producer) -> Response:
 def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALIVE_S) -> FastAPI:
     # Its Redis connections are named chatlane-api (CLIENT LIST).
     s = (settings or get_settings()).with_role("api")
+    check_redis_url(s)  # StartupError now, not a ValueError at the first request
     keyring = load_keyring(s)  # ApiKeysError (one line) on a configuration mistake
     auth = keyring is not None
 

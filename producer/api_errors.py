@@ -8,6 +8,7 @@ Codes and statuses of the core exceptions come from ``chatlane.errors`` (their `
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,10 +92,34 @@ def error_responses(
 REDIS_UNAVAILABLE_MESSAGE = "Redis is unavailable; retry later"
 
 
+# During an outage every request answers 503: the log says so once per this many seconds, with
+# how many answers it stands for, rather than once per request.
+OUTAGE_LOG_EVERY_S = 10.0
+
+
+class _OutageLog:
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self.unlogged = 0
+
+    def record(self, exc: ChatlaneError) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.unlogged += 1
+            return
+        more = f" (and {self.unlogged} more such answers since the last line)" if self.unlogged else ""
+        log.warning("answered %s: %s%s", exc.code, exc, more)
+        self.next_at = now + OUTAGE_LOG_EVERY_S
+        self.unlogged = 0
+
+
+_outage_log = _OutageLog()
+
+
 def public_message(exc: ChatlaneError) -> str:
     """The message of ``exc`` as a client may read it; what is internal goes to the log instead."""
     if isinstance(exc, RedisUnavailable):
-        log.warning("answered %s: %s", exc.code, exc)
+        _outage_log.record(exc)
         return REDIS_UNAVAILABLE_MESSAGE
     return str(exc)
 

@@ -58,5 +58,4 @@ def _answer(raw_path: bytes) -> Response | None:
         if segments[i + 1] == b"turns":
             e = TurnNotFound(given[:64])
             return error_response(e.http_status, e.code, str(e))
-        return None
     return None

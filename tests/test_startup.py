@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 
+from chatlane.connection import redacted
 from devkit.processes import WorkerProcess
 from devkit.redis_server import RedisServer, free_port
 
@@ -175,6 +176,23 @@ def test_a_worker_whose_turns_cannot_run_ends_in_one_line(
     locked: LockedRedis, case: str, settings: Callable[[LockedRedis], dict[str, str]], needles: tuple[str, ...]
 ) -> None:
     assert_fails_in_one_line(run("worker", env_of(**settings(locked))), "worker", *needles)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"redis://:{PASSWORD}@h:6379/0", "redis://:***@h:6379/0"),
+        (f"redis://user:{PASSWORD}@h", "redis://user:***@h"),
+        (f"redis://{PASSWORD}@h/1", "redis://***@h/1"),  # user info alone may be a password
+        (f"rediss://u:{PASSWORD}/?@h:1/0", "rediss://u:***@h:1/0"),  # unescaped / ? in the password
+        (f"redis://h/0?password={PASSWORD}&db=1", "redis://h/0?password=***&db=1"),
+        (f"unix:///tmp/r.sock?password={PASSWORD}", "unix:///tmp/r.sock?password=***"),
+        (f":{PASSWORD}@localhost:6379", ":***@localhost:6379"),  # no scheme: still redacted
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    ],
+)
+def test_redacted_hides_the_password_in_every_form_of_url(url: str, shown: str) -> None:
+    assert redacted(url) == shown
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> None:

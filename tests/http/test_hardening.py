@@ -23,7 +23,7 @@ from chatlane.turns import SESSION_ID_PATTERN
 from devkit.api_server import ServedApp
 from devkit.http_client import parse_sse
 from devkit.redis_server import RedisServer, free_port
-from producer import Settings
+from producer import Settings, api_errors
 from producer.api import create_app
 from tests.conftest import keys_with_prefix, sid
 from tests.http.conftest import API_KEY, Api
@@ -52,7 +52,11 @@ def raw(api: Api, method: str, path: str, key: str | None = None, body: Any = No
 # -- nothing internal in answers -------------------------------------------------------------
 
 
-def test_503_answers_name_no_redis_location_and_the_log_does(caplog: pytest.LogCaptureFixture) -> None:
+def test_503_answers_name_no_redis_location_and_the_log_does(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The log's throttle is per process: start from a clean one, as a new API process does.
+    monkeypatch.setattr(api_errors, "_outage_log", api_errors._OutageLog())
     dead = free_port()
     settings = Settings(redis_url=f"redis://:{PASSWORD}@127.0.0.1:{dead}/7", key_prefix="dead", auth="none")
     s, t = sid(), "a" * 32
@@ -79,8 +83,9 @@ def test_503_answers_name_no_redis_location_and_the_log_does(caplog: pytest.LogC
             text = json.dumps(answer)
             for internal in (str(dead), "127.0.0.1", "/7", PASSWORD):
                 assert internal not in text, (path, text)
-    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "chatlane.api")
-    assert f"127.0.0.1:{dead}/7" in logged  # the operator still learns where
+    logged = [r.getMessage() for r in caplog.records if "answered redis_unavailable" in r.getMessage()]
+    assert len(logged) == 1, logged  # one line for the outage, not one per answer
+    assert f"127.0.0.1:{dead}/7" in logged[0]  # the operator still learns where
     assert PASSWORD not in caplog.text
 
 
