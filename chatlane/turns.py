@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from chatlane.errors import InvalidInput, MetadataTooLarge, TextTooLong
+from chatlane.tenants import SessionRef
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
@@ -82,7 +83,8 @@ class TurnStatus(BaseModel):
         error = rec.get("error") or None
         return cls(
             turn_id=turn_id,
-            session_id=rec["session"],
+            # The record holds the scoped id; a caller only ever sees its own tenant's turns.
+            session_id=SessionRef.parse(rec["session"]).session_id,
             state=state,
             position=position if state is TurnState.queued else None,
             text=rec["text"],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from chatlane.errors import TurnNotFound, TurnNotRetryable
 from chatlane.messages import decode_messages, turn_id_of
+from chatlane.tenants import SessionRef
 from chatlane.turns import TurnState, TurnStatus, validate_session_id, validate_turn_id
 from producer.client import ChatProducer, Enqueued
 
@@ -51,7 +52,7 @@ async def _statuses(p: ChatProducer, turn_ids: list[str]) -> list[TurnStatus]:
 
 async def session_view(p: ChatProducer, session_id: str, recent: int = 10) -> SessionView:
     validate_session_id(session_id)
-    sk = p.keys.session(session_id)
+    sk = p.keys.session(SessionRef(p.tenant, session_id).scoped)
     async with p.redis.pipeline(transaction=False) as pipe:
         pipe.get(sk.lease)
         pipe.pttl(sk.lease)
@@ -73,7 +74,7 @@ async def session_view(p: ChatProducer, session_id: str, recent: int = 10) -> Se
 
 
 async def failed_turns(p: ChatProducer, since_ms: int = 0) -> list[TurnStatus]:
-    """Failed turns whose records are still kept (CHATLANE_TURN_TTL_S), oldest end first.
+    """The tenant's failed turns whose records are still kept (CHATLANE_TURN_TTL_S), oldest end first.
 
     A SCAN over the turn records: O(turns kept), paid by the operator's query instead of an index
     every commit would have to write.

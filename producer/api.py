@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from chatlane.export import SessionExport
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
+from chatlane.tenants import TenantQuota
 from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
@@ -33,6 +34,7 @@ from producer.api_schemas import (
 )
 from producer.client import ChatProducer
 from producer.metrics import render
+from producer.request_tenant import tenant_of
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
 
 log = logging.getLogger("chatlane.api")
@@ -49,9 +51,16 @@ TurnId = Annotated[str, Path(pattern=TURN_ID_PATTERN, description="as returned b
 
 
 async def producer_of(request: Request) -> ChatProducer:
+    """The shared producer, as a view acting for the request's tenant (named by the auth
+    middleware) with that tenant's quota overrides (``app.state.tenant_quotas``, from the key file)."""
     # async: FastAPI would run a plain def in its thread pool, a thread hop per request.
     producer: ChatProducer = request.app.state.producer
-    return producer
+    tenant = tenant_of(request)
+    quotas: dict[str, TenantQuota] = getattr(request.app.state, "tenant_quotas", {})
+    quota = quotas.get(tenant)
+    if tenant == producer.tenant and quota is None:
+        return producer
+    return producer.for_tenant(tenant, quota=quota)
 
 
 Producer = Annotated[ChatProducer, Depends(producer_of)]
