@@ -84,7 +84,7 @@ class QueueFull(ChatlaneError):
         self.limit = limit
 
 
-class TenantQuota(ChatlaneError):
+class TenantQuotaExceeded(ChatlaneError):
     """The tenant is at one of its quotas (CHATLANE_TENANT_MAX_QUEUED, CHATLANE_TENANT_TURNS_PER_MIN,
     or its key file override): nothing was written. ``retry_after_s``: when to try again (the API's
     Retry-After): when the bucket has a token again, or 1 s for max_queued (turns end at model speed)."""

@@ -116,7 +116,7 @@ def allowed_methods(request: Request) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def chatlane_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ChatlaneError)
-        retry_after = getattr(exc, "retry_after_s", None)  # TenantQuota knows when to come back
+        retry_after = getattr(exc, "retry_after_s", None)  # TenantQuotaExceeded knows when to come back
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return error_response(exc.http_status, exc.code, str(exc), headers=headers)
 

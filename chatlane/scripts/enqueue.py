@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from chatlane.errors import QueueFull, SessionBusy, TenantQuota
+from chatlane.errors import QueueFull, SessionBusy, TenantQuotaExceeded
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
 from chatlane.scripts.loader import register
@@ -62,7 +62,7 @@ class Enqueue:
         max_queued: int = 0,
         turns_per_min: int = 0,
     ) -> Accepted | Joined | Duplicate:
-        """Raises QueueFull, SessionBusy (``on_busy=reject``) or TenantQuota (the tenant has
+        """Raises QueueFull, SessionBusy (``on_busy=reject``) or TenantQuotaExceeded (the tenant has
         ``max_queued`` turns queued or running, or has used its ``turns_per_min``; 0: no limit),
         nothing written; ReplicationTimeout when the turn (new, joined or repeated) is on the primary
         but not yet on enough replicas. ``session``: whose namespace the turn goes into.
@@ -87,7 +87,7 @@ class Enqueue:
         if status == "busy":
             raise SessionBusy(session.session_id, int(position))
         if status == "quota":
-            raise TenantQuota(session.tenant, str(tid), int(queued), int(position))
+            raise TenantQuotaExceeded(session.tenant, str(tid), int(queued), int(position))
         self._replication.require(acked, f"enqueue of turn {tid} in session {session_id!r}")
         if status == "dup":
             return Duplicate(str(tid))

@@ -1,6 +1,6 @@
 """Per-tenant quotas, enforced inside enqueue.lua: several producers (each its own Redis pool, as
 separate API processes would be) hammer one tenant past its limit at once; exactly the quota gets
-in, every other enqueue is TenantQuota (429 ``tenant_quota`` with Retry-After) and writes nothing,
+in, every other enqueue is TenantQuotaExceeded (429 ``tenant_quota`` with Retry-After) and writes nothing,
 another tenant is unaffected meanwhile, and capacity comes back as turns end, however they end."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 import httpx
 from redis.asyncio import Redis
 
-from chatlane.errors import TenantQuota
-from chatlane.tenants import TenantQuota as Quota
+from chatlane.errors import TenantQuotaExceeded
+from chatlane.tenants import TenantQuota
 from producer import ChatProducer, TurnState, TurnStatus
 from tests.conftest import Fleet, keys_with_prefix
 from tests.tenants.conftest import as_tenant
@@ -22,19 +22,19 @@ ACME, BRAVO = "acme", "bravo"
 
 async def hammer(
     producers: Sequence[ChatProducer], n: int, sessions: int, **kw: object
-) -> list[TurnStatus | TenantQuota]:
-    async def one(i: int) -> TurnStatus | TenantQuota:
+) -> list[TurnStatus | TenantQuotaExceeded]:
+    async def one(i: int) -> TurnStatus | TenantQuotaExceeded:
         p = producers[i % len(producers)]
         try:
             return await p.enqueue(f"s{i % sessions}", f"{p.tenant}|s{i % sessions}|{i}", **kw)  # type: ignore[arg-type]
-        except TenantQuota as e:
+        except TenantQuotaExceeded as e:
             return e
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def split(results: list[TurnStatus | TenantQuota]) -> tuple[list[TurnStatus], list[TenantQuota]]:
-    return [r for r in results if isinstance(r, TurnStatus)], [r for r in results if isinstance(r, TenantQuota)]
+def split(results: list[TurnStatus | TenantQuotaExceeded]) -> tuple[list[TurnStatus], list[TenantQuotaExceeded]]:
+    return [r for r in results if isinstance(r, TurnStatus)], [r for r in results if isinstance(r, TenantQuotaExceeded)]
 
 
 async def records_of(r: Redis, prefix: str, tenant: str) -> set[str]:
@@ -144,16 +144,16 @@ async def test_repeats_and_joins_take_no_quota(fleet: Fleet, raw_redis: Redis) -
         try:
             await p.enqueue("t", f"{ACME}|t|0")
             raise AssertionError("a second new turn passed max_queued=1")
-        except TenantQuota as e:
+        except TenantQuotaExceeded as e:
             assert e.which == "max_queued"
         # Without the max_queued limit (an override), the bucket still has its second token: the
         # joins and the repeat took none.
-        unlimited = p.for_tenant(ACME, quota=Quota(max_queued=0))
+        unlimited = p.for_tenant(ACME, quota=TenantQuota(max_queued=0))
         await unlimited.enqueue("t", f"{ACME}|t|1")
         try:
             await unlimited.enqueue("t", f"{ACME}|t|2")
             raise AssertionError("a third new turn passed turns_per_min=2")
-        except TenantQuota as e:
+        except TenantQuotaExceeded as e:
             assert e.which == "turns_per_min"
 
 
@@ -162,7 +162,7 @@ async def test_http_429_tenant_quota_with_retry_after_across_two_api_servers(
 ) -> None:
     settings = fleet.settings.model_copy(update={"tenant_max_queued": 3})
     # The auth work fills app.state.tenant_quotas from the key file: bravo may queue 6.
-    overrides = {BRAVO: Quota(max_queued=6)}
+    overrides = {BRAVO: TenantQuota(max_queued=6)}
     urls = [tenant_api(settings, tenant_quotas=overrides), tenant_api(settings, tenant_quotas=overrides)]
     clients = [as_tenant(u, t) for u in urls for t in (ACME, BRAVO)]
     try:
