@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from chatlane.errors import TenantQuotaExceeded
 from chatlane.tenants import TenantQuota
 from producer import ChatProducer, TurnState, TurnStatus
-from tests.conftest import Fleet, keys_with_prefix
+from tests.conftest import Fleet, keys_with_prefix, wait_async
 from tests.tenants.conftest import as_tenant
 
 ACME, BRAVO = "acme", "bravo"
@@ -197,3 +197,37 @@ async def test_http_429_tenant_quota_with_retry_after_across_two_api_servers(
         r = await c.post("/v1/sessions/s/turns", json={"text": "two"})
         assert r.status_code == 429 and r.json()["code"] == "tenant_quota"
         assert 50 <= int(r.headers["Retry-After"]) <= 60
+
+
+async def test_every_ending_gives_the_place_back(fleet: Fleet, raw_redis: Redis) -> None:
+    settings = fleet.settings.model_copy(update={"tenant_max_queued": 100})
+    active = fleet.settings.key_prefix + f":tenant:{ACME}:active"
+    fleet.start(1, max_attempts=1)
+    async with ChatProducer(settings=settings, tenant=ACME) as p:
+        completed = await p.enqueue("ok", "fine")
+        failed = await p.enqueue("boom", "boom !fail")
+        slow = {s: await p.enqueue(s, "long !delay=5000") for s in ("interrupt", "cancel", "rollback")}
+        queued = await p.enqueue("rollback", "waits behind the slow one")
+        for t in slow.values():
+            assert await wait_async(lambda t=t: _running(p, t.turn_id), 20)  # type: ignore[misc]
+        # Counted while queued or running.
+        assert {t.turn_id for t in slow.values()} | {queued.turn_id} <= await raw_redis.smembers(active)
+        await p.cancel(slow["interrupt"].turn_id, keep_partial=True)
+        await p.cancel(slow["cancel"].turn_id, keep_partial=False)
+        newer = await p.enqueue("rollback", "start over", on_busy="rollback")
+        endings = {
+            completed.turn_id: TurnState.completed,
+            failed.turn_id: TurnState.failed,
+            slow["interrupt"].turn_id: TurnState.interrupted,
+            slow["cancel"].turn_id: TurnState.cancelled,
+            slow["rollback"].turn_id: TurnState.cancelled,  # superseded while running
+            queued.turn_id: TurnState.cancelled,  # superseded while queued
+            newer.turn_id: TurnState.completed,
+        }
+        for tid, state in endings.items():
+            assert (await p.wait(tid, 30)).state is state, tid
+        assert await raw_redis.scard(active) == 0
+
+
+async def _running(p: ChatProducer, turn_id: str) -> bool:
+    return (await p.status(turn_id)).state is TurnState.running
