@@ -124,7 +124,8 @@ class ChatProducer(Steering):
 
     def _mine(self, turn_id: str, rec: dict[str, str]) -> dict[str, str]:
         """``rec`` if it is a turn of this tenant; TurnNotFound otherwise (as for no turn at all)."""
-        if not rec or SessionRef.parse(rec["session"]).tenant != self.tenant:
+        # A record without "session" is a remnant (a late write after its session was deleted).
+        if "session" not in rec or SessionRef.parse(rec["session"]).tenant != self.tenant:
             raise TurnNotFound(turn_id)
         return rec
 

@@ -5,9 +5,9 @@
 -- writes nothing (the fence), and its late chunks find no turn record (publish_chunks.lua). Removes
 -- the history, the inbox, the fence counter, the queued drain job's marker, the session's turn
 -- index and, for each turn in it (or in the inbox): the record, its token stream, its webhook log,
--- its idempotency key, its place in the webhook outbox and in its tenant's active SET (enqueue.lua). The session leaves the pending set.
--- An enqueue after this starts a new, empty session. A drain job still in arq's queue finds an
--- empty inbox and writes nothing.
+-- its idempotency key, its place in the webhook outbox and in its tenant's active SET (enqueue.lua).
+-- The session leaves the pending set. An enqueue after this starts a new, empty session. A drain
+-- job still in arq's queue finds an empty inbox and writes nothing.
 -- Returns {turns removed, of them queued or running, history messages removed}.
 local inbox_key     = KEYS[1]
 local history_key   = KEYS[2]

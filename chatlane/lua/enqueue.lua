@@ -86,6 +86,7 @@ if waiting >= max_waiting and not stopping then
   return {"full", "", 0, waiting, 0}
 end
 -- Before supersede: a refusal writes nothing (the turns it would cancel still count).
+local PRUNE_SAMPLE = 16
 local level = 0
 if per_min > 0 then
   local wait_ms
@@ -96,8 +97,10 @@ if per_min > 0 then
 end
 if max_queued > 0 and redis.call("SCARD", active_key) >= max_queued then
   -- At the limit, drop members whose turn is gone without an ending (its record deleted by hand,
-  -- or expired), so no lost turn holds the quota for ever. Paid only by a tenant at its limit.
-  for _, id in ipairs(redis.call("SMEMBERS", active_key)) do
+  -- or expired), so no lost turn holds the quota for ever. A sample, not the whole SET: a tenant
+  -- that keeps knocking at its limit must not cost Redis O(limit) per knock; such members are
+  -- rare, and every refusal looks at another sample.
+  for _, id in ipairs(redis.call("SRANDMEMBER", active_key, PRUNE_SAMPLE)) do
     local st = redis.call("HGET", prefix .. id, "state")
     if st ~= "queued" and st ~= "running" then
       redis.call("SREM", active_key, id)

@@ -231,3 +231,21 @@ async def test_every_ending_gives_the_place_back(fleet: Fleet, raw_redis: Redis)
 
 async def _running(p: ChatProducer, turn_id: str) -> bool:
     return (await p.status(turn_id)).state is TurnState.running
+
+
+async def test_a_turn_lost_without_an_ending_does_not_hold_the_quota(fleet: Fleet, raw_redis: Redis) -> None:
+    settings = fleet.settings.model_copy(update={"tenant_max_queued": 2})
+    async with ChatProducer(settings=settings, tenant=ACME) as p:
+        kept = await p.enqueue("s", f"{ACME}|s|0")
+        lost = await p.enqueue("s", f"{ACME}|s|1")
+        # Deleted by hand: no script ended it, so it is still in the tenant's active SET.
+        await raw_redis.delete(p.keys.turn(lost.turn_id))
+        assert await raw_redis.scard(p.keys.tenant(ACME).active) == 2
+        # At the limit, the enqueue drops it and gets in: the limit counts live turns only.
+        third = await p.enqueue("t", f"{ACME}|t|0")
+        assert await raw_redis.smembers(p.keys.tenant(ACME).active) == {kept.turn_id, third.turn_id}
+        try:
+            await p.enqueue("t", f"{ACME}|t|1")
+            raise AssertionError("a third live turn passed max_queued=2")
+        except TenantQuotaExceeded as e:
+            assert e.which == "max_queued"
