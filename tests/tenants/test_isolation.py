@@ -5,6 +5,7 @@ not exist; and Redis, read back key by key, holds nothing of one tenant in anoth
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Callable
 
@@ -13,7 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from chatlane.errors import TurnNotFound
-from chatlane.tenants import SessionRef
+from chatlane.tenants import SCOPE_SEP, TENANT_PATTERN, SessionRef
+from chatlane.turns import SESSION_ID_PATTERN
 from producer import ChatProducer, TurnState
 from tests.conftest import Fleet
 from tests.tenants.conftest import as_tenant
@@ -155,6 +157,9 @@ async def test_http_two_tenants_same_sessions(fleet: Fleet, raw_redis: Redis, te
 
 
 def test_scoped_ids_are_unambiguous() -> None:
+    # The separator can be in neither part, or "a/b" of the default tenant would be b of tenant a.
+    for pattern in (SESSION_ID_PATTERN, TENANT_PATTERN):
+        assert not re.fullmatch(pattern, f"a{SCOPE_SEP}b") and not re.fullmatch(pattern, SCOPE_SEP)
     for ref in (SessionRef("default", "alice"), SessionRef("acme", "alice"), SessionRef("acme", "a:b.c-d")):
         assert SessionRef.parse(ref.scoped) == ref
     assert SessionRef("default", "alice").scoped == "alice"
