@@ -84,6 +84,23 @@ class QueueFull(ChatlaneError):
         self.limit = limit
 
 
+class TenantQuotaExceeded(ChatlaneError):
+    """The tenant is at one of its quotas (CHATLANE_TENANT_MAX_QUEUED, CHATLANE_TENANT_TURNS_PER_MIN,
+    or its key file override): nothing was written. ``retry_after_s``: when to try again (the API's
+    Retry-After): when the bucket has a token again, or 1 s for max_queued (turns end at model speed)."""
+
+    code = "tenant_quota"
+    http_status = 429
+
+    def __init__(self, tenant: str, which: str, limit: int, retry_after_ms: int) -> None:
+        what = "turns queued or running" if which == "max_queued" else "new turns a minute"
+        super().__init__(f"tenant {tenant!r} is at its quota of {limit} {what}; nothing was enqueued, retry later")
+        self.tenant = tenant
+        self.which = which  # "max_queued" | "turns_per_min"
+        self.limit = limit
+        self.retry_after_s = max(1, -(-retry_after_ms // 1000))
+
+
 class WaitTimeout(ChatlaneError, TimeoutError):
     code = "wait_timeout"
     http_status = 504

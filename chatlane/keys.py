@@ -1,8 +1,10 @@
 """The one place that names chatlane's Redis keys.
 
-All keys of one session share the hash tag ``{session_id}`` so that every per-session
-script touches one slot. Turn records are keyed by turn id alone (a status lookup knows
-only the id); like arq itself, chatlane therefore runs against one Redis primary.
+All keys of one session share the hash tag ``{scoped}`` (its scoped id, chatlane/tenants.py
+SessionRef: the bare session id for the default tenant, ``tenant/session`` for others) so that
+every per-session script touches one slot, and one tenant's session never names another's keys.
+Turn records are keyed by turn id alone (a status lookup knows only the id, and the record says
+whose it is); like arq itself, chatlane therefore runs against one Redis primary.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ class SessionKeys:
     drain_job: str  # STRING id of the arq drain job queued for this session, if any
     summary: str  # HASH upto, text: summary of history[0:upto] (history strategy "summarize")
     turns: str  # LIST of every turn id enqueued in the session, in order (delete and export read it)
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """A tenant's quota state (enqueue.lua enforces it, CHATLANE_TENANT_*)."""
+
+    active: str  # SET of the tenant's queued and running turn ids (end_turn.lua removes each)
+    bucket: str  # HASH tokens, at: its turns-per-minute token bucket (token_bucket.lua)
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ class Keys:
         return f"{self.turn_prefix}{turn_id}{self.stream_suffix}"
 
     def session(self, session_id: str) -> SessionKeys:
+        """``session_id``: the scoped id (SessionRef.scoped), as workers and turn records carry it."""
         base = f"{self.prefix}:{{{session_id}}}"
         return SessionKeys(
             inbox=f"{base}:inbox",
@@ -120,6 +131,10 @@ class Keys:
             summary=f"{base}:summary",
             turns=f"{base}:turns",
         )
+
+    def tenant(self, tenant: str) -> TenantKeys:
+        base = f"{self.prefix}:tenant:{tenant}"
+        return TenantKeys(active=f"{base}:active", bucket=f"{base}:bucket")
 
     def budget(self, model: str) -> BudgetKeys:
         base = f"{self.prefix}:budget:{model}"

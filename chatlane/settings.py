@@ -229,6 +229,13 @@ class LimitsConfig(BaseModel):
     # input limits (checked before anything is written)
     max_text_chars: int = Field(32000, ge=1)
     max_queued_per_session: int = Field(100, ge=1)
+    # Per tenant, enforced inside the enqueue script across every API process (README "Tenants and
+    # quotas"); a tenant's line in CHATLANE_API_KEYS_FILE may override either. 0: no limit.
+    # Turns queued or running across all of a tenant's sessions:
+    tenant_max_queued: int = Field(0, ge=0)
+    # New turns a tenant may enqueue a minute (a token bucket that holds as many, so a minute's
+    # worth may come at once):
+    tenant_turns_per_min: int = Field(0, ge=0)
     # retention of finished turns, their idempotency keys and token streams
     turn_ttl_s: int = Field(86400, ge=1)
     stream_ttl_s: int = Field(600, ge=1)

@@ -33,3 +33,38 @@ class TenantQuota:
 
     max_queued: int | None = None
     turns_per_min: int | None = None
+
+
+# Never in a session id (chatlane/turns.py SESSION_ID_PATTERN) nor in a tenant name: a scoped id
+# splits at its first SCOPE_SEP unambiguously.
+SCOPE_SEP = "/"
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """A session of a tenant. Redis knows it by its ``scoped`` id: the bare session id for the
+    default tenant (so the key layout from before tenants holds unchanged) and ``tenant/session``
+    for any other. Keys, drain jobs, the pending set and turn records carry the scoped id; what a
+    caller or a handler sees is ``session_id`` and ``tenant``."""
+
+    tenant: str
+    session_id: str
+
+    @property
+    def scoped(self) -> str:
+        return self.session_id if self.tenant == DEFAULT_TENANT else f"{self.tenant}{SCOPE_SEP}{self.session_id}"
+
+    @classmethod
+    def parse(cls, scoped: str) -> SessionRef:
+        tenant, sep, session_id = scoped.partition(SCOPE_SEP)
+        return cls(tenant, session_id) if sep else cls(DEFAULT_TENANT, scoped)
+
+
+def quota_limits(quota: TenantQuota | None, max_queued: int, turns_per_min: int) -> tuple[int, int]:
+    """The limits that apply to a tenant: its override where it has one, else the fleet settings
+    (``max_queued``, ``turns_per_min``); 0 means no limit."""
+    q = quota or TenantQuota()
+    return (
+        max_queued if q.max_queued is None else q.max_queued,
+        turns_per_min if q.turns_per_min is None else q.turns_per_min,
+    )

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from chatlane.errors import InvalidInput, MetadataTooLarge, TextTooLong
+from chatlane.tenants import SessionRef
 
 # What apps use as user ids (``john@example.com``, ``a+b@x.io``); never braces (a Redis Cluster
 # hash tag inside a key), whitespace or "/" (a path segment over HTTP).
@@ -85,7 +86,8 @@ class TurnStatus(BaseModel):
         error = rec.get("error") or None
         return cls(
             turn_id=turn_id,
-            session_id=rec["session"],
+            # The record holds the scoped id; a caller only ever sees its own tenant's turns.
+            session_id=SessionRef.parse(rec["session"]).session_id,
             state=state,
             position=position if state is TurnState.queued else None,
             text=rec["text"],

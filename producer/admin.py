@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from chatlane.errors import TurnNotFound, TurnNotRetryable
 from chatlane.messages import decode_messages, turn_id_of
+from chatlane.tenants import DEFAULT_TENANT, SessionRef
 from chatlane.turns import TurnState, TurnStatus, validate_session_id, validate_turn_id
 from producer.client import ChatProducer, Enqueued
 
@@ -53,7 +54,7 @@ async def _statuses(p: ChatProducer, turn_ids: list[str]) -> list[TurnStatus]:
 
 async def session_view(p: ChatProducer, session_id: str, recent: int = 10) -> SessionView:
     validate_session_id(session_id)
-    sk = p.keys.session(session_id)
+    sk = p.keys.session(SessionRef(p.tenant, session_id).scoped)
     async with p.redis.pipeline(transaction=False) as pipe:
         pipe.get(sk.lease)
         pipe.pttl(sk.lease)
@@ -75,7 +76,7 @@ async def session_view(p: ChatProducer, session_id: str, recent: int = 10) -> Se
 
 
 async def ended_turns(p: ChatProducer, since_ms: int = 0) -> list[tuple[int, str, TurnState]]:
-    """(end time in epoch ms, turn id, state) of the ended turns whose records are still kept
+    """(end time in epoch ms, turn id, state) of the tenant's ended turns whose records are still kept
     (CHATLANE_TURN_TTL_S) and that ended at ``since_ms`` or later, oldest end first.
 
     A SCAN over the turn records: O(turns kept), paid by the operator's query instead of an index
@@ -91,11 +92,11 @@ async def ended_turns(p: ChatProducer, since_ms: int = 0) -> list[tuple[int, str
         batch = ids[start : start + SCAN_COUNT]
         async with p.redis.pipeline(transaction=False) as pipe:
             for turn_id in batch:
-                pipe.hmget(p.keys.turn(turn_id), ["state", "finished"])
+                pipe.hmget(p.keys.turn(turn_id), ["state", "finished", "tenant"])
             rows = await pipe.execute()
         found += [
-            (int(fin), t, TurnState(state)) for t, (state, fin) in zip(batch, rows, strict=True)
-            if state in _ENDED and fin and int(fin) >= since_ms
+            (int(fin), t, TurnState(state)) for t, (state, fin, tenant) in zip(batch, rows, strict=True)
+            if state in _ENDED and fin and int(fin) >= since_ms and (tenant or DEFAULT_TENANT) == p.tenant
         ]  # fmt: skip
     return sorted(found)
 

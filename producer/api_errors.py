@@ -58,7 +58,9 @@ _DESCRIPTIONS = {
     "or metadata over 4 KiB as JSON (`metadata_too_large`)",
     422: "invalid input (`invalid_input`): see `detail`; a webhook URL whose host is not allowed "
     "(`webhook_not_allowed`)",
-    429: "the session already has CHATLANE_MAX_QUEUED_PER_SESSION waiting turns (`session_queue_full`)",
+    429: "the session already has CHATLANE_MAX_QUEUED_PER_SESSION waiting turns (`session_queue_full`), or the "
+    "tenant is at its quota, CHATLANE_TENANT_MAX_QUEUED or CHATLANE_TENANT_TURNS_PER_MIN (`tenant_quota`; "
+    "`Retry-After` says when to try again)",
     503: "Redis is unreachable (`redis_unavailable`), or, with CHATLANE_REDIS_MIN_REPLICAS_ACK set, too few "
     "replicas confirmed the write or the turn's end in time (`replication_timeout`; an enqueue is then on the "
     "primary but not acknowledged: retry it with the same idempotency key)",
@@ -178,7 +180,9 @@ def document_only_our_errors(app: FastAPI) -> None:
 def install_error_handlers(app: FastAPI) -> None:
     async def chatlane_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ChatlaneError)
-        return error_response(exc.http_status, exc.code, public_message(exc))
+        retry_after = getattr(exc, "retry_after_s", None)  # TenantQuotaExceeded knows when to come back
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return error_response(exc.http_status, exc.code, public_message(exc), headers=headers)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

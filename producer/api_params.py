@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from chatlane.errors import TurnNotFound
+from chatlane.tenants import TenantQuota
 from chatlane.turns import SESSION_ID_DESCRIPTION, SESSION_ID_PATTERN, is_turn_id
 from producer.client import ChatProducer
+from producer.request_tenant import tenant_of
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description=SESSION_ID_DESCRIPTION)]
 
@@ -26,9 +28,16 @@ TurnId = Annotated[str, Depends(known_turn_id)]
 
 
 async def producer_of(request: Request) -> ChatProducer:
+    """The shared producer, as a view acting for the request's tenant (named by the auth
+    middleware) with that tenant's quota overrides (``app.state.tenant_quotas``, from the key file)."""
     # async: FastAPI would run a plain def in its thread pool, a thread hop per request.
     producer: ChatProducer = request.app.state.producer
-    return producer
+    tenant = tenant_of(request)
+    quotas: dict[str, TenantQuota] = getattr(request.app.state, "tenant_quotas", {})
+    quota = quotas.get(tenant)
+    if tenant == producer.tenant and quota is None:
+        return producer
+    return producer.for_tenant(tenant, quota=quota)
 
 
 Producer = Annotated[ChatProducer, Depends(producer_of)]

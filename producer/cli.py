@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from chatlane.errors import ChatlaneError
 from chatlane.settings import get_settings
+from chatlane.tenants import DEFAULT_TENANT
 from chatlane.turns import TurnStatus
 from producer import admin
 from producer.client import ChatProducer
@@ -121,6 +122,11 @@ def parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Command, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--json", action="store_true", help="print JSON")
+        if name != "status":
+            # Sessions and turns are each tenant's own (README "Tenants and quotas").
+            p.add_argument(
+                "--tenant", default=DEFAULT_TENANT, help=f"whose sessions and turns (default {DEFAULT_TENANT})"
+            )
         p.set_defaults(run=fn)
         commands[name] = fn
         return p
@@ -141,7 +147,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> Any:
-    async with ChatProducer(settings=get_settings()) as p:
+    tenant = getattr(args, "tenant", DEFAULT_TENANT)
+    async with ChatProducer(settings=get_settings(), tenant=tenant) as p:
         return await args.run(p, args)
 
 

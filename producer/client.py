@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import json
 import time
@@ -46,6 +47,7 @@ from chatlane.scripts import (
 from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
+from chatlane.tenants import DEFAULT_TENANT, SessionRef, TenantQuota, quota_limits, validate_tenant
 from chatlane.turns import (
     OnBusy,
     TurnState,
@@ -81,13 +83,21 @@ class HistoryPage:
 
 
 class ChatProducer(Steering):
+    """Acts for one tenant (``tenant``, default DEFAULT_TENANT): its sessions are its own namespace,
+    and a turn of another tenant is TurnNotFound, as if it did not exist. ``quota`` overrides the
+    fleet's CHATLANE_TENANT_* limits for this tenant (None fields: the setting applies)."""
+
     def __init__(
         self,
         redis_url: str | None = None,
         *,
         settings: Settings | None = None,
         redis: Redis | None = None,
+        tenant: str = DEFAULT_TENANT,
+        quota: TenantQuota | None = None,
     ) -> None:
+        self.tenant = validate_tenant(tenant)
+        self.quota = quota
         base = settings or get_settings()
         self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
         self.keys = Keys(self.settings.key_prefix)
@@ -99,6 +109,29 @@ class ChatProducer(Steering):
         self._expire = Expire(self.redis, self.keys, self.settings)
         self._delete = DeleteSession(self.redis, self.keys, self._replication)
         self._redeliver = WebhookRedeliver(self.redis, self.keys)
+
+    def for_tenant(self, tenant: str, *, quota: TenantQuota | None = None) -> ChatProducer:
+        """A view of this producer acting for ``tenant``: it shares the Redis pool and the loaded
+        scripts (cheap enough for one per HTTP request); closing it closes nothing."""
+        view = copy.copy(self)
+        view.tenant = validate_tenant(tenant)
+        view.quota = quota
+        view._own_redis = False
+        return view
+
+    def _ref(self, session_id: str) -> SessionRef:
+        return SessionRef(self.tenant, validate_session_id(session_id))
+
+    def _mine(self, turn_id: str, rec: dict[str, str]) -> dict[str, str]:
+        """``rec`` if it is a turn of this tenant; TurnNotFound otherwise (as for no turn at all)."""
+        # A record without "session" is a remnant (a late write after its session was deleted).
+        if "session" not in rec or SessionRef.parse(rec["session"]).tenant != self.tenant:
+            raise TurnNotFound(turn_id)
+        return rec
+
+    async def _record(self, turn_id: str) -> dict[str, str]:
+        rec: dict[str, str] = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
+        return self._mine(turn_id, rec)
 
     async def __aenter__(self) -> ChatProducer:
         return self
@@ -164,7 +197,7 @@ class ChatProducer(Steering):
         running turn: enqueue, reject (SessionBusy), interrupt, rollback or coalesce.
         ``expires_after_s`` (default CHATLANE_QUEUED_TURN_TTL_S): the turn ends expired if no worker
         has begun it by then."""
-        validate_session_id(session_id)
+        ref = self._ref(session_id)
         validate_text(text, self.settings.max_text_chars)
         validate_idempotency_key(idempotency_key)
         encoded_metadata = validate_metadata(metadata)
@@ -174,18 +207,23 @@ class ChatProducer(Steering):
         )
         hook = self._webhook(webhook_url)
         turn_id = uuid.uuid4().hex
+        max_queued, turns_per_min = quota_limits(
+            self.quota, self.settings.tenant_max_queued, self.settings.tenant_turns_per_min
+        )
         enqueue = functools.partial(
             self._enqueue,
-            session_id=session_id,
+            session=ref,
             turn_id=turn_id,
             text=text,
             idempotency_key=idempotency_key,
             max_waiting=self.settings.max_queued_per_session,
-            job=DrainJob.new(session_id),
+            job=DrainJob.new(ref.scoped),
             metadata=encoded_metadata,
             webhook_url=hook,
             on_busy=policy,
             expires_after_ms=expires_ms,
+            max_queued=max_queued,
+            turns_per_min=turns_per_min,
         )
 
         async def run() -> Accepted | Joined | Duplicate:
@@ -224,14 +262,13 @@ class ChatProducer(Steering):
     async def redeliver_webhook(self, turn_id: str) -> None:
         """Send an ended turn's webhook again now (a new retry span)."""
         validate_turn_id(turn_id)
-        await self._call(lambda: self._redeliver(turn_id=turn_id))
+        session = await self._session_of(turn_id)
+        await self._call(lambda: self._redeliver(turn_id=turn_id, session_id=session))
 
     async def webhook_log(self, turn_id: str) -> WebhookLog:
         """The turn's webhook deliveries so far: state, next try, and every attempt."""
         validate_turn_id(turn_id)
-        rec: dict[str, str] = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
-        if not rec:
-            raise TurnNotFound(turn_id)
+        rec = await self._record(turn_id)
         raw: list[str] = await self._call(lambda: self.redis.lrange(self.keys.webhook_log(turn_id), 0, -1))  # type: ignore[arg-type,return-value]
         return WebhookLog.from_record(rec, raw)
 
@@ -240,12 +277,10 @@ class ChatProducer(Steering):
     async def status(self, turn_id: str, *, position: int | None = None) -> TurnStatus:
         """``position``: the caller knows it already (it read the inbox)."""
         validate_turn_id(turn_id)
-        rec: dict[str, str] = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
-        if not rec:
-            raise TurnNotFound(turn_id)
+        rec = await self._record(turn_id)
         partial: str | None = None
         if await self._expired_now(turn_id, rec):
-            rec = await self._call(lambda: self.redis.hgetall(self.keys.turn(turn_id)))  # type: ignore[arg-type,return-value]
+            rec = await self._record(turn_id)
         state = TurnState(rec["state"])
         if state is TurnState.queued:
             if position is None:
@@ -288,8 +323,11 @@ class ChatProducer(Steering):
         """Every stream entry of the turn after ``after``, live, ending with the ``end`` entry.
 
         Replays from the start for a late reader. If the stream has already expired the turn's
-        terminal status is reported as one synthetic ``end`` entry.
+        terminal status is reported as one synthetic ``end`` entry. Raises TurnNotFound for a turn of
+        another tenant, before reading anything of it.
         """
+        validate_turn_id(turn_id)
+        await self._session_of(turn_id)
         last = after
         while True:
             events = await self._read_events(turn_id, last, block_ms=BLOCK_MS, count=500)
@@ -328,8 +366,7 @@ class ChatProducer(Steering):
     async def history_page(self, session_id: str, limit: int | None, before: int | None = None) -> HistoryPage:
         """Up to ``limit`` messages that precede index ``before`` (default: the newest), oldest first.
         Indexes are stable: the history only grows at its end."""
-        validate_session_id(session_id)
-        key = self.keys.session(session_id).history
+        key = self.keys.session(self._ref(session_id).scoped).history
 
         async def read() -> HistoryPage:
             total: int = await self.redis.llen(key)  # type: ignore[misc]
@@ -342,8 +379,7 @@ class ChatProducer(Steering):
         return page
 
     async def history_length(self, session_id: str) -> int:
-        validate_session_id(session_id)
-        key = self.keys.session(session_id).history
+        key = self.keys.session(self._ref(session_id).scoped).history
         return await self._call(lambda: self.redis.llen(key))  # type: ignore[arg-type,return-value]
 
     async def live_workers(self, within_s: float) -> int:
@@ -363,13 +399,12 @@ class ChatProducer(Steering):
     async def delete_session(self, session_id: str) -> Deleted:
         """Erase a session in one fenced script (delete_session.lua): its queued and running turns
         are cancelled by removal, a running drain's commit is refused, and no key of it is left."""
-        validate_session_id(session_id)
-        return await self._call(lambda: self._delete(session_id))
+        scoped = self._ref(session_id).scoped
+        return await self._call(lambda: self._delete(scoped))
 
     async def export_session(self, session_id: str) -> SessionExport:
         """The session's history and its turns (those whose records are still kept), as JSON."""
-        validate_session_id(session_id)
-        sk = self.keys.session(session_id)
+        sk = self.keys.session(self._ref(session_id).scoped)
 
         async def read() -> tuple[list[str], list[str], int]:
             # One transaction: the history and the turn list from the same instant.

@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from chatlane.errors import InvalidInput, TurnNotFound
 from chatlane.keys import Keys
 from chatlane.scripts import Cancel, Expire
-from chatlane.turns import OnBusy, TurnState, TurnStatus, validate_session_id, validate_turn_id
+from chatlane.tenants import SessionRef
+from chatlane.turns import OnBusy, TurnState, TurnStatus, validate_turn_id
 
 T = TypeVar("T")
 
@@ -24,6 +25,7 @@ LIVE_STATES = (TurnState.queued, TurnState.running)
 class Steering:
     redis: Redis
     keys: Keys
+    tenant: str
     _cancel: Cancel
     _expire: Expire
 
@@ -33,6 +35,16 @@ class Steering:
     async def status(self, turn_id: str, *, position: int | None = None) -> TurnStatus:
         raise NotImplementedError
 
+    def _ref(self, session_id: str) -> SessionRef:
+        raise NotImplementedError
+
+    async def _session_of(self, turn_id: str) -> str:
+        """The scoped session of a turn of this tenant; TurnNotFound for any other turn, as for none."""
+        session: str | None = await self._call(lambda: self.redis.hget(self.keys.turn(turn_id), "session"))  # type: ignore[arg-type,return-value]
+        if session is None or SessionRef.parse(session).tenant != self.tenant:
+            raise TurnNotFound(turn_id)
+        return session
+
     async def cancel(self, turn_id: str, reason: str | None = None, *, keep_partial: bool = True) -> TurnStatus:
         """Cancel a queued turn (it ends cancelled at once), or stop a running one: its holder stops
         the model call and ends it interrupted, its partial reply in history (``keep_partial``), or
@@ -41,10 +53,7 @@ class Steering:
         will end; ``wait()`` or the stream for the end). A turn that has ended raises
         TurnNotCancellable: a cancel racing the commit either stops the turn or finds it completed."""
         validate_turn_id(turn_id)
-        tk = self.keys.turn(turn_id)
-        session_id: str | None = await self._call(lambda: self.redis.hget(tk, "session"))  # type: ignore[arg-type,return-value]
-        if session_id is None:
-            raise TurnNotFound(turn_id)
+        session_id = await self._session_of(turn_id)
         stop_reason = reason or ("interrupted by the client" if keep_partial else "cancelled by the client")
         cancel = functools.partial(
             self._cancel, turn_id=turn_id, session_id=session_id, reason=reason or "cancelled by the client",
@@ -55,9 +64,8 @@ class Steering:
 
     async def turns(self, session_id: str, states: Iterable[TurnState | str] = LIVE_STATES) -> list[TurnStatus]:
         """The session's live turns (queued or running; ``states`` narrows it), in the order they run."""
-        validate_session_id(session_id)
         wanted = {_state(s) for s in states}
-        inbox = self.keys.session(session_id).inbox
+        inbox = self.keys.session(self._ref(session_id).scoped).inbox
         ids: list[str] = await self._call(lambda: self.redis.lrange(inbox, 0, -1))  # type: ignore[arg-type,return-value]
         out: list[TurnStatus] = []
         for position, tid in enumerate(ids):

@@ -30,6 +30,7 @@ async def echo(turn: Turn) -> AsyncIterator[str | BaseMessage]:
         "config_metadata": (turn.config.get("metadata") or {}),
         "thread_id": (turn.config.get("configurable") or {}).get("thread_id"),
         "session_id": turn.session_id,
+        "tenant": turn.tenant,
         "turn_id": turn.turn_id,
         "attempt": turn.attempt,
         "window": [m.type for m in turn.window],

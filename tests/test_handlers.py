@@ -32,7 +32,9 @@ async def test_handler_gets_window_user_message_metadata_and_config(fleet: Fleet
     assert done.state is TurnState.completed and done.metadata == first.metadata
     seen = json.loads(done.reply or "")
     assert seen["metadata"] == first.metadata
-    assert seen["config_metadata"] == {**first.metadata, "session_id": s, "turn_id": first.turn_id, "attempt": 1}
+    assert seen["config_metadata"] == {
+        **first.metadata, "session_id": s, "tenant": "default", "turn_id": first.turn_id, "attempt": 1
+    }  # fmt: skip
     assert (seen["thread_id"], seen["session_id"], seen["turn_id"], seen["attempt"]) == (s, s, first.turn_id, 1)
     assert (seen["window"], seen["user"]) == ([], "hello")
     later = json.loads((await producer.wait(second.turn_id, 20)).reply or "")

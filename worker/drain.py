@@ -15,6 +15,7 @@ from chatlane.logs import turn_fields
 from chatlane.messages import encode_message, interrupted_turn_messages, reply_text, turn_messages, user_messages
 from chatlane.scripts import AttemptEnd, Begun, Deferred, Finish, Next, Step, Stopped, StopRequested
 from chatlane.stream import StreamEvent, partial_reply
+from chatlane.tenants import SessionRef
 from worker import metrics
 from worker.budget import BudgetWait
 from worker.history import SessionHistory
@@ -240,8 +241,10 @@ class SessionRunner:
         """One attempt: the handler's messages, its text and tool activity streamed as they come."""
         rt = self.rt
         user, *joined = user_messages(turn.turn_id, turn.texts)
+        ref = SessionRef.parse(self.session_id)
         handler_turn = Turn(
-            session_id=self.session_id,
+            session_id=ref.session_id,
+            tenant=ref.tenant,
             turn_id=turn.turn_id,
             attempt=turn.attempt,
             user=user,

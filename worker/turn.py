@@ -14,13 +14,14 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.runnables import RunnableConfig
 
 from chatlane.stream import ToolEvent, ToolPhase
+from chatlane.tenants import DEFAULT_TENANT, SessionRef
 
 
 @dataclass(frozen=True)
 class Turn:
     """What a handler gets for one attempt of a turn."""
 
-    session_id: str
+    session_id: str  # as the tenant named it (one tenant's "alice" is not another's)
     turn_id: str
     attempt: int  # 1 for the first try; a retry runs the turn again from the same window
     user: HumanMessage  # the new user message
@@ -35,6 +36,7 @@ class Turn:
     # The texts sent after ``user`` that joined this turn (on_busy=coalesce), each its own user
     # message, in order; the turn's one answer replies to all of them.
     joined: list[HumanMessage] = field(default_factory=list)
+    tenant: str = DEFAULT_TENANT  # whose session it is (README "Tenants and quotas")
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -50,11 +52,18 @@ def run_config(
     *, session_id: str, turn_id: str, attempt: int, metadata: dict[str, Any] | None = None
 ) -> RunnableConfig:
     """The LangChain config of one attempt: callbacks, tracing and tools see which turn it is.
-    chatlane's three keys win over the turn's metadata keys of the same name."""
+    ``session_id`` is the scoped id the worker serves (chatlane/tenants.py SessionRef): metadata
+    gets the tenant and its own session id; ``thread_id`` (a checkpointer's key) is the scoped id, so
+    two tenants' sessions of one name never share a thread. chatlane's keys win over the turn's
+    metadata keys of the same name."""
+    ref = SessionRef.parse(session_id)
     return {
-        "metadata": {**(metadata or {}), "session_id": session_id, "turn_id": turn_id, "attempt": attempt},
+        "metadata": {
+            **(metadata or {}), "session_id": ref.session_id, "tenant": ref.tenant, "turn_id": turn_id,
+            "attempt": attempt,
+        },
         "configurable": {"thread_id": session_id},
-    }
+    }  # fmt: skip
 
 
 class Emitter(Protocol):

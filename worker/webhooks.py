@@ -28,6 +28,7 @@ from chatlane.keys import Keys
 from chatlane.logs import turn_fields
 from chatlane.scripts.webhooks import Delivery, WebhookClaim, WebhookResult
 from chatlane.settings import Settings, ms
+from chatlane.tenants import SessionRef
 from chatlane.turns import TurnStatus
 from chatlane.webhooks import allowed_hosts, check_webhook_url
 
@@ -97,8 +98,10 @@ class WebhookSender:
             if self._signer is None:
                 raise RuntimeError("CHATLANE_WEBHOOK_SECRET is not set: refusing to send unsigned webhooks")
             st = TurnStatus.from_record(d.turn_id, rec, None)
+            # The tenant beside the status: two tenants' sessions may share a name (and a receiver).
+            tenant = SessionRef.parse(rec["session"]).tenant
             body = json.dumps(
-                {"type": f"turn.{st.state.value}", "timestamp": datetime.now(UTC).isoformat(),
+                {"type": f"turn.{st.state.value}", "timestamp": datetime.now(UTC).isoformat(), "tenant": tenant,
                  "data": json.loads(st.model_dump_json())},
                 separators=(",", ":"), ensure_ascii=False,
             )  # fmt: skip

@@ -5,9 +5,9 @@
 -- writes nothing (the fence), and its late chunks find no turn record (publish_chunks.lua). Removes
 -- the history, the inbox, the fence counter, the queued drain job's marker, the session's turn
 -- index and, for each turn in it (or in the inbox): the record, its token stream, its webhook log,
--- its idempotency key and its place in the webhook outbox. The session leaves the pending set.
--- An enqueue after this starts a new, empty session. A drain job still in arq's queue finds an
--- empty inbox and writes nothing.
+-- its idempotency key, its place in the webhook outbox and in its tenant's active SET (enqueue.lua).
+-- The session leaves the pending set. An enqueue after this starts a new, empty session. A drain
+-- job still in arq's queue finds an empty inbox and writes nothing.
 -- Returns {turns removed, of them queued or running, history messages removed}.
 local inbox_key     = KEYS[1]
 local history_key   = KEYS[2]
@@ -30,7 +30,7 @@ end
 local removed, active = 0, 0
 for _, id in ipairs(ids) do
   local tk = prefix .. id
-  local rec = redis.call("HMGET", tk, "session", "state", "idem")
+  local rec = redis.call("HMGET", tk, "session", "state", "idem", "active")
   -- Checked, so a turn id in the index can never name another session's turn.
   if rec[1] == session_id then
     if rec[2] == "queued" or rec[2] == "running" then
@@ -38,6 +38,9 @@ for _, id in ipairs(ids) do
     end
     if rec[3] and rec[3] ~= "" then
       redis.call("DEL", rec[3])
+    end
+    if rec[4] then
+      redis.call("SREM", rec[4], id)
     end
     redis.call("DEL", tk, tk .. stream_suffix, tk .. webhook_suffix)
     redis.call("ZREM", outbox_key, id)

@@ -10,6 +10,8 @@
 --   turn_ttl_ms, stream_ttl_ms  retention after the end
 --   outbox_key  webhooks due (ZSET turn id -> due ms): a turn with a webhook URL enters it here, in
 --               the same script that ends it, so no ended turn's webhook is ever forgotten
+-- A turn counted against its tenant's max_queued names the tenant's active SET in its record
+-- ("active", enqueue.lua): it leaves that SET here, on every ending.
 local function end_turn(turn_key, stream_key, state, field, value, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
   redis.call("HSET", turn_key, "state", state, field, value, "finished", now_ms)
   if field == "error" then
@@ -19,6 +21,10 @@ local function end_turn(turn_key, stream_key, state, field, value, now_ms, turn_
   if hook and hook ~= "" then
     -- A turn record's key ends with its 32-hex-digit turn id (chatlane/keys.py, Keys.turn).
     redis.call("ZADD", outbox_key, now_ms, string.sub(turn_key, -32))
+  end
+  local active = redis.call("HGET", turn_key, "active")
+  if active then
+    redis.call("SREM", active, string.sub(turn_key, -32))
   end
   redis.call("PEXPIRE", turn_key, turn_ttl_ms)
   local idem = redis.call("HGET", turn_key, "idem")

@@ -1,4 +1,4 @@
---! use: clock queue_drain hurry_drain on_busy
+--! use: clock queue_drain hurry_drain on_busy token_bucket
 -- enqueue: accept one chat turn for a session, atomically, applying the caller's on_busy policy
 -- towards a busy session (one with a queued or running turn: a non-empty inbox).
 --
@@ -13,6 +13,12 @@
 --   "full"   the inbox already holds `max_waiting` turns; nothing was written.
 --   "busy"   (on_busy "reject") the session has `position` turns queued or running; nothing was
 --            written.
+--   "quota"  {"quota", which, limit, retry_after_ms, 0}: the tenant is at a quota, `which` is
+--            "max_queued" (it has `limit` turns queued or running, across all its sessions) or
+--            "turns_per_min" (its token bucket is empty); nothing was written.
+-- Quotas count only new turns: "dup" and "joined" answer before they are checked. A counted turn
+-- is in the tenant's active SET and names that SET in its record ("active"), so every ending
+-- (end_turn.lua) and delete_session.lua takes it out.
 -- The turn record and idempotency key get a TTL only when the turn ends (end_turn.lua), so an
 -- accepted turn never expires while it waits (a deadline, `expires_after_ms`, ends it "expired":
 -- deadline.lua).
@@ -27,6 +33,8 @@ local queue_key     = KEYS[8]  -- arq queue (ZSET)
 local turns_key     = KEYS[9]  -- the session's turn ids in enqueue order (LIST; delete_session.lua owns it)
 local outbox_key    = KEYS[10] -- webhooks due (end_turn.lua, for the turns a policy cancels)
 local deadlines_key = KEYS[11] -- queued turns' deadlines (ZSET turn id -> ms; expire.lua)
+local active_key    = KEYS[12] -- the tenant's queued and running turns (SET; used when max_queued > 0)
+local bucket_key    = KEYS[13] -- the tenant's turns-per-minute bucket (HASH, token_bucket.lua)
 local session_id    = ARGV[1]
 local turn_id       = ARGV[2]
 local text          = ARGV[3]
@@ -47,6 +55,9 @@ local suffix        = ARGV[17] -- stream key suffix
 local turn_ttl_ms   = ARGV[18] -- retention of the turns a policy cancels
 local stream_ttl_ms = ARGV[19]
 local channel_prefix = ARGV[20] -- stop channels (stop_request.lua)
+local tenant        = ARGV[21]
+local max_queued    = tonumber(ARGV[22])  -- the tenant's queued + running turns; 0: no limit
+local per_min       = tonumber(ARGV[23])  -- the tenant's new turns a minute (burst: as many); 0: no limit
 
 if idem ~= "" then
   local existing = redis.call("GET", idem_key)
@@ -74,6 +85,31 @@ local stopping = on_busy == "interrupt" or on_busy == "rollback"
 if waiting >= max_waiting and not stopping then
   return {"full", "", 0, waiting, 0}
 end
+-- Before supersede: a refusal writes nothing (the turns it would cancel still count).
+local PRUNE_SAMPLE = 16
+local level = 0
+if per_min > 0 then
+  local wait_ms
+  level, wait_ms = bucket_level(bucket_key, per_min, per_min, now_ms)
+  if wait_ms > 0 then
+    return {"quota", "turns_per_min", per_min, wait_ms, 0}
+  end
+end
+if max_queued > 0 and redis.call("SCARD", active_key) >= max_queued then
+  -- At the limit, drop members whose turn is gone without an ending (its record deleted by hand,
+  -- or expired), so no lost turn holds the quota for ever. A sample, not the whole SET: a tenant
+  -- that keeps knocking at its limit must not cost Redis O(limit) per knock; such members are
+  -- rare, and every refusal looks at another sample.
+  for _, id in ipairs(redis.call("SRANDMEMBER", active_key, PRUNE_SAMPLE)) do
+    local st = redis.call("HGET", prefix .. id, "state")
+    if st ~= "queued" and st ~= "running" then
+      redis.call("SREM", active_key, id)
+    end
+  end
+  if redis.call("SCARD", active_key) >= max_queued then
+    return {"quota", "max_queued", max_queued, 1000, 0}
+  end
+end
 if stopping and waiting > 0 then
   supersede(inbox_key, lease_key, turn_id, on_busy == "interrupt" and "interrupt" or "cancel", prefix, suffix,
     channel_prefix, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
@@ -85,7 +121,14 @@ if idem ~= "" then
   stored_idem_key = idem_key
 end
 redis.call("HSET", turn_key, "session", session_id, "text", text, "state", "queued",
-  "created", now_ms, "attempts", 0, "idem", stored_idem_key, "webhook", webhook_url)
+  "created", now_ms, "attempts", 0, "idem", stored_idem_key, "webhook", webhook_url, "tenant", tenant)
+if per_min > 0 then
+  bucket_take(bucket_key, level, per_min, per_min, now_ms)
+end
+if max_queued > 0 then
+  redis.call("SADD", active_key, turn_id)
+  redis.call("HSET", turn_key, "active", active_key)
+end
 if metadata ~= "" then
   redis.call("HSET", turn_key, "metadata", metadata)
 end

@@ -238,7 +238,6 @@ async def test_a_tenant_key_acts_for_its_tenant_and_an_admin_key_for_the_named_o
         assert await snapshot(redis_bytes, shape.prefix) == before
 
 
-@pytest.mark.xfail(strict=True, reason="routes read tenant_of() once t-space lands; then remove this mark")
 async def test_another_tenants_turn_is_404(shape: Shape) -> None:
     async with httpx.AsyncClient(base_url=shape.base, timeout=10) as h:
         made = await h.post(f"/v1/sessions/{sid()}/turns", json={"text": "hi"}, headers=bearer(ALPHA_KEY))
