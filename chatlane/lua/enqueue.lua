@@ -27,6 +27,7 @@ local queue_key     = KEYS[8]  -- arq queue (ZSET)
 local turns_key     = KEYS[9]  -- the session's turn ids in enqueue order (LIST; delete_session.lua owns it)
 local outbox_key    = KEYS[10] -- webhooks due (end_turn.lua, for the turns a policy cancels)
 local deadlines_key = KEYS[11] -- queued turns' deadlines (ZSET turn id -> ms; expire.lua)
+local idle_keys     = {KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]}  -- SessionKeys.idle_keys
 local session_id    = ARGV[1]
 local turn_id       = ARGV[2]
 local text          = ARGV[3]
@@ -102,6 +103,9 @@ end
 local position = redis.call("RPUSH", inbox_key, turn_id) - 1
 redis.call("RPUSH", turns_key, turn_id)
 redis.call("SADD", pending_key, session_id)
+for _, key in ipairs(idle_keys) do
+  redis.call("PERSIST", key)  -- a session with a queued turn never expires (session_idle.lua)
+end
 local queued = 0
 if redis.call("EXISTS", lease_key) == 0 then
   if redis.call("EXISTS", drain_job_key) == 0 then
