@@ -134,7 +134,8 @@ async def test_a_turn_longer_than_the_bound_is_cut_between_groups_only(
         assert len(msgs) <= 3
         assert_no_split_group(msgs)
         head = msgs[0]
-        kind = "user" if is_turn_start(head) else "call" if isinstance(head, AIMessage) and head.tool_calls else "answer"
+        calls = isinstance(head, AIMessage) and head.tool_calls
+        kind = "user" if is_turn_start(head) else "call" if calls else "answer"
         assert kind == first_kind, msgs
     # A turn after that sees no fragment of a turn (the window takes whole turns only), and works.
     t = await producer.enqueue(s, "and now?")
