@@ -195,3 +195,25 @@ async def test_an_idle_session_expires_one_with_a_queued_or_running_turn_never(
     done = await producer.wait(third.turn_id, 20)
     assert done.state is TurnState.completed and "I can see 0 earlier" in (done.reply or "")
     assert len(await producer.history(s)) == 2
+
+
+async def test_the_turn_index_forgets_turns_whose_records_expired(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis
+) -> None:
+    fleet.start(1, turn_ttl_s=1)
+    s = sid("index")
+    turns_key = producer.keys.session(s).turns
+    old = [await producer.enqueue(s, f"old {n}") for n in range(3)]
+    for t in old:
+        assert (await producer.wait(t.turn_id, 20)).state is TurnState.completed
+
+    async def expired() -> bool:
+        return not await raw_redis.exists(*(producer.keys.turn(t.turn_id) for t in old))
+
+    assert await wait_async(expired, 10)
+    assert await raw_redis.lrange(turns_key, 0, -1) == [t.turn_id for t in old]  # type: ignore[misc]
+    new = []
+    for n in range(2):  # each commit forgets up to two expired ids at the front
+        new.append(await producer.enqueue(s, f"new {n}"))
+        assert (await producer.wait(new[-1].turn_id, 20)).state is TurnState.completed
+    assert await raw_redis.lrange(turns_key, 0, -1) == [t.turn_id for t in new]  # type: ignore[misc]
