@@ -217,3 +217,25 @@ async def test_the_turn_index_forgets_turns_whose_records_expired(
         new.append(await producer.enqueue(s, f"new {n}"))
         assert (await producer.wait(new[-1].turn_id, 20)).state is TurnState.completed
     assert await raw_redis.lrange(turns_key, 0, -1) == [t.turn_id for t in new]  # type: ignore[misc]
+
+
+async def test_the_summary_goes_on_past_trimmed_messages_by_absolute_index(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis
+) -> None:
+    fleet.start(
+        1, history_strategy="summarize", history_max_tokens=120, summary_refresh_messages=2, history_max_messages=8,
+        fake_delay_ms=0,
+    )  # fmt: skip
+    s = sid("sum")
+    sk = producer.keys.session(s)
+    for n in range(16):
+        t = await producer.enqueue(s, f"turn {n}: remember the number {n * 7} " + "and more words " * 5)
+        assert (await producer.wait(t.turn_id, 20)).state is TurnState.completed
+    trimmed = int(await raw_redis.get(sk.trimmed) or 0)
+    kept = await raw_redis.llen(sk.history)  # type: ignore[misc]
+    upto = int(await raw_redis.hget(sk.summary, "upto") or 0)  # type: ignore[misc]
+    assert trimmed + kept == 32 and kept <= 8
+    # The summary covers messages up to an absolute index past everything trimmed: it went on
+    # summarizing after the trimming began, and never asked for an index the history lacks.
+    assert trimmed < upto <= trimmed + kept, (trimmed, upto, kept)
+    assert "could not refresh its summary" not in fleet.logs()
