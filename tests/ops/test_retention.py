@@ -4,13 +4,16 @@ absolute, and an idle session expires, never one with a queued or running turn."
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from datetime import UTC, datetime
 
 import httpx
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from redis.asyncio import Redis
 
-from chatlane.messages import decode_messages, encode_message, is_turn_start, user_messages
+from chatlane.export import SessionExport
+from chatlane.messages import decode_messages, encode_message, is_turn_start, turn_messages, user_messages
 from devkit.agent_example import HANDLER as AGENT
 from devkit.api_server import ServedApp
 from producer import ChatProducer, TurnState
@@ -239,3 +242,45 @@ async def test_the_summary_goes_on_past_trimmed_messages_by_absolute_index(
     # summarizing after the trimming began, and never asked for an index the history lacks.
     assert trimmed < upto <= trimmed + kept, (trimmed, upto, kept)
     assert "could not refresh its summary" not in fleet.logs()
+
+
+def _export(s: str, turns: list[list[BaseMessage]]) -> SessionExport:
+    msgs = [m for t in turns for m in t]
+    history = [json.loads(encode_message(m)) for m in msgs]
+    return SessionExport(session_id=s, exported_at=datetime.now(UTC), history=history, turns=[])
+
+
+def _tool_turn(n: int, calls: int, answered: bool = True) -> list[BaseMessage]:
+    tid = f"{n:032d}"
+    ids = [f"call{n}_{c}" for c in range(calls)]
+    call = AIMessage("", tool_calls=[{"name": "add", "args": {"a": c}, "id": i} for c, i in enumerate(ids)])
+    added: list[BaseMessage] = [call, *(ToolMessage(str(c), tool_call_id=i) for c, i in enumerate(ids))]
+    if answered:
+        added.append(AIMessage(f"answer {n}"))
+    return turn_messages(tid, f"user {n}", added)
+
+
+def _plain_turn(n: int) -> list[BaseMessage]:
+    return turn_messages(f"{n:032d}", f"user {n}", [AIMessage(f"answer {n}")])
+
+
+async def test_the_trim_rule_case_by_case(fleet: Fleet) -> None:
+    """trim_history.lua, through an import (no worker needed): whole turns first, then between
+    groups inside the newest turn, and a group longer than the bound stays whole."""
+    cases: list[tuple[int, list[list[BaseMessage]], int]] = [
+        (4, [_plain_turn(1), _plain_turn(2), _plain_turn(3)], 2),  # whole turns: the first goes
+        (5, [_plain_turn(1), _tool_turn(2, 2)], 2),  # the tool turn (5) fits: cut before its user message
+        (4, [_tool_turn(1, 2)], 1),  # longer than the bound: its user message goes, the group stays
+        (3, [_plain_turn(1), _tool_turn(2, 1)], 3),  # the call, its result and the answer remain
+        (2, [_tool_turn(1, 3, answered=False)], 0),  # one group of 4 > 2: nothing can go
+    ]
+    for bound, turns, cut in cases:
+        settings = fleet.settings.model_copy(update={"history_max_messages": bound})
+        async with ChatProducer(settings=settings) as p:
+            s = sid("rule")
+            exp = _export(s, turns)
+            done = await p.import_session(exp)
+            assert done.trimmed == cut, (bound, [m["type"] for m in exp.history])
+            kept = await p.history(s)
+            assert [m.id for m in kept] == [m.id for t in turns for m in t][cut:]
+            assert_no_split_group(kept)
