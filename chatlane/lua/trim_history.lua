@@ -13,7 +13,8 @@
 -- JSON with "type" first and the message id last): a turn's user message starts {"type":"human",
 -- and ends with an id "<turn_id>:user"; a tool message starts {"type":"tool",.
 -- Returns the number of entries cut now.
-local SCAN_BATCH = 64
+-- A turn's user message is usually among the first few entries past the cut: read 8, then more.
+local FIRST_BATCH, MAX_BATCH = 8, 128
 
 local function trim_history(history_key, trimmed_key, max_messages)
   if max_messages <= 0 then
@@ -25,9 +26,9 @@ local function trim_history(history_key, trimmed_key, max_messages)
     return 0
   end
   local cut, safe = nil, nil
-  local i = need
+  local i, size = need, FIRST_BATCH
   while i < len and not cut do
-    local batch = redis.call("LRANGE", history_key, i, math.min(i + SCAN_BATCH, len) - 1)
+    local batch = redis.call("LRANGE", history_key, i, math.min(i + size, len) - 1)
     for j, entry in ipairs(batch) do
       if string.sub(entry, 1, 16) == '{"type":"human",' and string.sub(entry, -8) == ':user"}}' then
         cut = i + j - 1
@@ -37,7 +38,8 @@ local function trim_history(history_key, trimmed_key, max_messages)
         safe = i + j - 1
       end
     end
-    i = i + SCAN_BATCH
+    i = i + size
+    size = math.min(size * 4, MAX_BATCH)
   end
   cut = cut or safe
   if not cut or cut == 0 then
