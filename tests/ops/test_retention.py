@@ -9,11 +9,14 @@ import re
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from redis.asyncio import Redis
 
+from chatlane.errors import LeaseLost
 from chatlane.export import SessionExport
 from chatlane.messages import decode_messages, encode_message, is_turn_start, turn_messages, user_messages
+from chatlane.scripts import Advance, Claim, Finish, Next
 from devkit.agent_example import HANDLER as AGENT
 from devkit.api_server import ServedApp
 from producer import ChatProducer, TurnState
@@ -284,3 +287,31 @@ async def test_the_trim_rule_case_by_case(fleet: Fleet) -> None:
             kept = await p.history(s)
             assert [m.id for m in kept] == [m.id for t in turns for m in t][cut:]
             assert_no_split_group(kept)
+
+
+async def test_a_fence_counter_that_expired_and_restarted_admits_no_stale_holder(
+    producer: ChatProducer, raw_redis: Redis
+) -> None:
+    """The idle expiry can restart a session's fence counter: the same holder then gets the same
+    fence number again, and still its old token cannot commit (the token's nonce, claim.lua)."""
+    s = sid("fence")
+    keys, sk = producer.keys, producer.keys.session(s)
+    settings = producer.settings.model_copy(update={"lease_ttl_ms": 10_000})
+    claim, advance = Claim(raw_redis, keys, settings), Advance(raw_redis, keys, settings)
+    old = await producer.enqueue(s, "before")
+    stale = await claim(session_id=s, holder="w1", job_id=await raw_redis.get(sk.drain_job), tail_len=8)
+    assert stale is not None and stale.token.startswith("1:w1:")
+    # The session goes away as an expiry would take it (lease released, every idle key gone)...
+    await raw_redis.delete(sk.lease, sk.inbox, *sk.idle_keys)
+    # ... and a new one under the same id is claimed by the same worker: fence 1 again.
+    new = await producer.enqueue(s, "after")
+    fresh = await claim(session_id=s, holder="w1", job_id=await raw_redis.get(sk.drain_job), tail_len=8)
+    assert fresh is not None and fresh.token.startswith("1:w1:") and fresh.token != stale.token
+    entries = tuple(encode_message(m) for m in turn_messages(old.turn_id, "before", [AIMessage("late")]))
+    with pytest.raises(LeaseLost):
+        await advance(
+            session_id=s, token=stale.token, finish=Finish(old.turn_id, True, "late", entries), ended=None,
+            next=Next.begin,
+        )  # fmt: skip
+    assert await raw_redis.llen(sk.history) == 0
+    assert await raw_redis.lrange(sk.inbox, 0, -1) == [new.turn_id]
