@@ -3,7 +3,8 @@
 -- worker shutting down, or the drain job cancelled mid-turn).
 --
 -- Returns 0 if the lease is not ours (nothing written); 1 if the inbox was empty (lease
--- released, session left pending and to expire when idle: session_idle.lua); 2 if a new drain job was queued and the lease released.
+-- released, session left pending and to expire when idle: session_idle.lua); 2 if a new drain
+-- job was queued and the lease released.
 -- A head turn left "running" by an interrupted generation goes back to "queued": it has not
 -- been committed and will run again (its attempt stays counted, unless `refund` says the
 -- attempt never reached the model: it waited for budget, or the provider refused it with 429).
