@@ -172,3 +172,16 @@ class TurnNotRetryable(ChatlaneError):
         super().__init__(f"turn {turn_id} is {state}; only failed turns can be retried")
         self.turn_id = turn_id
         self.state = state
+
+
+class SessionNotEmpty(ChatlaneError):
+    """An import (``import_session``) into a session that has history, turns, or a running drain:
+    nothing was written. Delete the session first to replace it."""
+
+    code = "session_not_empty"
+    http_status = 409
+
+    def __init__(self, session_id: str, why: str) -> None:
+        super().__init__(f"session {session_id!r} {why}; an import needs an empty session (nothing was written)")
+        self.session_id = session_id
+        self.why = why

@@ -24,6 +24,16 @@ class SessionKeys:
     drain_job: str  # STRING id of the arq drain job queued for this session, if any
     summary: str  # HASH upto, text: summary of history[0:upto] (history strategy "summarize")
     turns: str  # LIST of every turn id enqueued in the session, in order (delete and export read it)
+    # counter: history entries trimmed from the front (CHATLANE_HISTORY_MAX_MESSAGES): an entry's
+    # absolute index is this plus its place in ``history``, so indexes (paging, summary ``upto``)
+    # never shift when the oldest entries go
+    trimmed: str
+
+    @property
+    def idle_keys(self) -> tuple[str, str, str, str, str]:
+        """What is left of a session with nothing queued or running: these expire together after
+        CHATLANE_SESSION_IDLE_TTL_S (session_idle.lua), and enqueue.lua makes them persistent again."""
+        return (self.history, self.fence, self.summary, self.turns, self.trimmed)
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ class Keys:
             drain_job=f"{base}:drain",
             summary=f"{base}:summary",
             turns=f"{base}:turns",
+            trimmed=f"{base}:trimmed",
         )
 
     def tenant(self, tenant: str) -> TenantKeys:

@@ -12,6 +12,10 @@ joined a coalesced turn) and ``<turn_id>:<n>`` (n = 1, 2, ...) for the messages 
 the id ties every entry to the turn that wrote it (``:ai`` in entries written before turns could
 add several messages).
 
+Stored entries are compact JSON with ``type`` first and the message id last (``encode_message``):
+the history's retention trim (chatlane/lua/trim_history.lua) tells a turn's user message and a tool
+message apart by that text alone, without decoding it.
+
 ``content`` is always stored, even empty: an entry without it cannot be decoded (it once wedged
 a session whose model returned an empty reply). Such legacy entries decode with empty content.
 """
@@ -99,14 +103,6 @@ def turn_id_of(msg: BaseMessage) -> str | None:
 def is_turn_start(msg: BaseMessage) -> bool:
     """Whether ``msg`` opens a turn's group of entries (its user message)."""
     return bool(msg.id and msg.id.endswith(USER_SUFFIX))
-
-
-def page_bounds(total: int, limit: int | None, before: int | None) -> tuple[int, int]:
-    """``[start, end)`` of the page of up to ``limit`` messages just before index ``before``
-    (default: the newest) in a history of ``total`` messages; all of them when ``limit`` is None."""
-    end = total if before is None else max(0, min(before, total))
-    start = 0 if limit is None else max(0, end - limit)
-    return start, end
 
 
 def _first_line(e: Exception) -> str:

@@ -239,6 +239,11 @@ class LimitsConfig(BaseModel):
     # retention of finished turns, their idempotency keys and token streams
     turn_ttl_s: int = Field(86400, ge=1)
     stream_ttl_s: int = Field(600, ge=1)
+    # retention of sessions (README "Retention"): keep at most this many history messages, the
+    # oldest trimmed at commit, whole tool-call groups only (0: unbounded); a session with nothing
+    # queued or running for this long expires entirely (0: never)
+    history_max_messages: int = Field(0, ge=0)
+    session_idle_ttl_s: float = Field(0, ge=0)
 
 
 class OpsConfig(BaseModel):
@@ -315,6 +320,10 @@ class Settings(
     @property
     def stream_ttl_ms(self) -> int:
         return ms(self.stream_ttl_s)
+
+    @property
+    def session_idle_ttl_ms(self) -> int:
+        return ms(self.session_idle_ttl_s)
 
     @property
     def job_timeout_s(self) -> float:

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from chatlane.export import SessionExport
+from chatlane.export import SessionExport, SessionImported
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
 from chatlane.startup import StartupError, check_redis_blocking, check_redis_url, fail, load_settings
@@ -179,10 +179,8 @@ def v1_router(auth: bool) -> APIRouter:
         """The newest `limit` messages (before `before`), oldest first; page back with `next_before`."""
         page = await producer.history_page(session_id, limit, before=before)
         messages = [message_of(page.start + i, m) for i, m in enumerate(page.messages)]
-        start = page.start
-        return MessagePage(
-            session_id=session_id, total=page.total, messages=messages, next_before=start if start > 0 else None
-        )
+        older = page.start if page.start > page.first else None  # nothing before `first`: trimmed
+        return MessagePage(session_id=session_id, total=page.total, messages=messages, next_before=older)
 
     @v1.delete("/sessions/{session_id}", summary="Delete a session and its turns", responses=error_responses(422))
     async def delete_session(session_id: SessionId, producer: Producer) -> SessionDeleted:
@@ -196,6 +194,21 @@ def v1_router(auth: bool) -> APIRouter:
     async def export_session(session_id: SessionId, producer: Producer) -> SessionExport:
         """The history (as stored, LangChain's messages_to_dict shape) and every turn still kept."""
         return await producer.export_session(session_id)
+
+    @v1.post(
+        "/sessions/{session_id}/import",
+        summary="Import an exported session",
+        responses=error_responses(
+            409, 422, describe={409: "the session is not empty (`session_not_empty`): nothing was written"}
+        ),
+    )
+    async def import_session(session_id: SessionId, export: SessionExport, producer: Producer) -> SessionImported:
+        """Writes an export's history (and summary) into this session, which must be empty (no history,
+        no turns, nothing running: else 409 `session_not_empty`, nothing written). Turn records are not
+        imported (their ids are fleet-wide and their streams are gone); the next turn answers from the
+        imported history."""
+        done = await producer.import_session(export, session_id)
+        return SessionImported(session_id=session_id, messages=done.messages, trimmed=done.trimmed)
 
     return v1
 

@@ -28,11 +28,11 @@ from chatlane.errors import (
     WaitTimeout,
     WebhookNotAllowed,
 )
-from chatlane.export import SessionExport
+from chatlane.export import ExportedSummary, SessionExport
 from chatlane.fleet import FleetStatus, read_fleet
 from chatlane.jobs import DrainJob
 from chatlane.keys import Keys
-from chatlane.messages import decode_entry, page_bounds
+from chatlane.messages import decode_entry
 from chatlane.scripts import (
     Accepted,
     Cancel,
@@ -41,6 +41,9 @@ from chatlane.scripts import (
     Duplicate,
     Enqueue,
     Expire,
+    HistoryPageRead,
+    Imported,
+    ImportSession,
     Joined,
     Replication,
 )
@@ -76,10 +79,13 @@ class Enqueued:
 
 @dataclass(frozen=True)
 class HistoryPage:
+    # Indexes are absolute: retention (CHATLANE_HISTORY_MAX_MESSAGES) trims the oldest messages
+    # without shifting the others' indexes.
     start: int  # index of the first message in the session history
-    total: int  # messages in the whole history
+    total: int  # messages in the whole history, trimmed ones included
     # oldest first; an entry that cannot be decoded is there as the error that says why
     messages: list[BaseMessage | HistoryEntryUnreadable]
+    first: int = 0  # the oldest index still kept (the messages before it were trimmed)
 
 
 class ChatProducer(Steering):
@@ -108,6 +114,8 @@ class ChatProducer(Steering):
         self._cancel = Cancel(self.redis, self.keys, self.settings, self._replication)
         self._expire = Expire(self.redis, self.keys, self.settings)
         self._delete = DeleteSession(self.redis, self.keys, self._replication)
+        self._import = ImportSession(self.redis, self.keys, self.settings, self._replication)
+        self._history_page = HistoryPageRead(self.redis, self.keys)
         self._redeliver = WebhookRedeliver(self.redis, self.keys)
 
     def for_tenant(self, tenant: str, *, quota: TenantQuota | None = None) -> ChatProducer:
@@ -365,18 +373,13 @@ class ChatProducer(Steering):
 
     async def history_page(self, session_id: str, limit: int | None, before: int | None = None) -> HistoryPage:
         """Up to ``limit`` messages that precede index ``before`` (default: the newest), oldest first.
-        Indexes are stable: the history only grows at its end."""
-        key = self.keys.session(self._ref(session_id).scoped).history
-
-        async def read() -> HistoryPage:
-            total: int = await self.redis.llen(key)  # type: ignore[misc]
-            start, end = page_bounds(total, limit, before)
-            raw: list[str] = await self.redis.lrange(key, start, end - 1) if end > start else []  # type: ignore[misc]
-            return HistoryPage(start, total, [_decoded(entry, start + i) for i, entry in enumerate(raw)])
-
-        page = await self._call(read)
+        Indexes are stable: the history grows at its end, and trimming its oldest messages
+        (retention) does not renumber the others (``first`` says where it starts now)."""
+        scoped = self._ref(session_id).scoped
+        raw = await self._call(lambda: self._history_page(scoped, limit, before))
         await self._replicated(f"the history of session {session_id!r}")
-        return page
+        messages = [_decoded(entry, raw.start + i) for i, entry in enumerate(raw.entries)]
+        return HistoryPage(raw.start, raw.total, messages, raw.first)
 
     async def history_length(self, session_id: str) -> int:
         key = self.keys.session(self._ref(session_id).scoped).history
@@ -406,16 +409,18 @@ class ChatProducer(Steering):
         """The session's history and its turns (those whose records are still kept), as JSON."""
         sk = self.keys.session(self._ref(session_id).scoped)
 
-        async def read() -> tuple[list[str], list[str], int]:
+        async def read() -> tuple[list[str], list[str], int, str | None, list[str | None]]:
             # One transaction: the history and the turn list from the same instant.
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.lrange(sk.history, 0, -1)
                 pipe.lrange(sk.turns, 0, -1)
                 pipe.time()
-                history, turn_ids, (sec, usec) = await pipe.execute()
-            return list(history), list(turn_ids), sec * 1000 + usec // 1000
+                pipe.get(sk.trimmed)
+                pipe.hmget(sk.summary, ["upto", "text"])
+                history, turn_ids, (sec, usec), trimmed, summary = await pipe.execute()
+            return list(history), list(turn_ids), sec * 1000 + usec // 1000, trimmed, summary
 
-        history, turn_ids, now_ms = await self._call(read)
+        history, turn_ids, now_ms, trimmed, (upto, text) = await self._call(read)
         turns: list[TurnStatus] = []
         for turn_id in turn_ids:
             with contextlib.suppress(TurnNotFound):  # expired, or deleted while we read
@@ -424,7 +429,27 @@ class ChatProducer(Steering):
             session_id=session_id,
             exported_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
             history=[json.loads(entry) for entry in history],
+            history_start=int(trimmed or 0),
+            summary=ExportedSummary(upto=int(upto), text=text or "") if upto is not None else None,
             turns=turns,
+        )
+
+    async def import_session(self, export: SessionExport, session_id: str | None = None) -> Imported:
+        """Write an export's history (and summary) into ``session_id`` (default: the exported one),
+        which must be empty: no history, no turns, nothing queued or running. One fenced script
+        (import_session.lua) checks that and writes, or writes nothing and raises SessionNotEmpty.
+        An entry that is not a message raises InvalidInput, before anything is written.
+
+        The session then goes on from the imported history: the next turn answers from it, and an
+        export of it has the same history. Turn records are not imported: turn ids name fleet-wide
+        keys (the original session or a second import would share them) and a turn's token stream,
+        idempotency key and webhook log are not in an export; the history keeps each message's
+        turn id, and the export's ``turns`` stay the record of what happened."""
+        scoped = self._ref(export.session_id if session_id is None else session_id).scoped
+        entries = export.stored_entries()
+        summary = None if export.summary is None else (export.summary.upto, export.summary.text)
+        return await self._call(
+            lambda: self._import(scoped, entries=entries, history_start=export.history_start, summary=summary)
         )
 
 

@@ -96,7 +96,7 @@ class SessionRunner:
         rt, s = self.rt, self.rt.settings
         history = SessionHistory(
             rt.redis, rt.keys.session(self.session_id), s.history_max_tokens, rt.summarizer,
-            s.summary_refresh_messages, s.model_timeout_s,
+            s.summary_refresh_messages, s.model_timeout_s, s.history_max_messages,
         )  # fmt: skip
         if isinstance(step, Begun | StopRequested):
             await history.load(lease, tail)

@@ -27,7 +27,7 @@ log = logging.getLogger("chatlane.history")
 class SessionHistory:
     def __init__(
         self, redis: Redis, keys: SessionKeys, max_tokens: int, summarizer: Summarizer | None, refresh_messages: int,
-        timeout_s: float,
+        timeout_s: float, max_entries: int = 0,
     ) -> None:  # fmt: skip
         self.redis = redis
         self.keys = keys
@@ -35,10 +35,14 @@ class SessionHistory:
         self.summarizer = summarizer
         self.refresh_messages = refresh_messages
         self.timeout_s = timeout_s
+        self.max_entries = max_entries  # CHATLANE_HISTORY_MAX_MESSAGES (0: none)
         self.window: Window | None = None
         self.error: HistoryEntryUnreadable | None = None
         self.summary = Summary()
-        self.total = 0  # stored entries (kept only with a summarizer)
+        # Absolute indexes (keys.py, SessionKeys.trimmed), kept only with a summarizer: entries ever
+        # stored, and how many of the oldest were trimmed (as last read; commits may trim more).
+        self.total = 0
+        self.trimmed = 0
 
     async def load(self, lease: Lease, tail: list[str] | None) -> None:
         """Read the summary (if summarizing) and the window; an unreadable entry is kept as ``error``."""
@@ -46,11 +50,14 @@ class SessionHistory:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.keys.summary, ["upto", "text"])
                 pipe.llen(self.keys.history)
-                (upto, text), self.total = await lease.guard(pipe.execute())
+                pipe.get(self.keys.trimmed)
+                (upto, text), stored, trimmed = await lease.guard(pipe.execute())
+            self.trimmed = int(trimmed or 0)
+            self.total = self.trimmed + stored
             self.summary = Summary(int(upto or 0), text or "")
         budget = self.max_tokens - self.summary.tokens
         try:
-            self.window = await lease.guard(load_window(self.redis, self.keys.history, budget, tail))
+            self.window = await lease.guard(load_window(self.redis, self.keys.history, budget, tail, self.max_entries))
             self.error = None
         except HistoryEntryUnreadable as e:
             self.window, self.error = None, e
@@ -74,22 +81,28 @@ class SessionHistory:
             self.window.extend(messages)
 
     def _uncovered(self) -> int:
-        """Entries that left the window and are not in the summary yet."""
+        """Entries that left the window and are not in the summary yet (nor trimmed: those are gone)."""
         assert self.window is not None
-        return self.total - self.window.entries - self.summary.upto
+        return self.total - self.window.entries - max(self.summary.upto, self.trimmed)
 
     async def _refresh(self, lease: Lease, session_id: str, turn_id: str) -> None:
         assert self.summarizer is not None and self.window is not None
-        start = self.total - self.window.entries
-        first = self.summary.upto
+        start = self.total - self.window.entries  # absolute index of the window's first entry
         try:
+            # The runner is the session's only writer: nothing trims between this read and the next.
+            self.trimmed = int(await lease.guard(self.redis.get(self.keys.trimmed)) or 0)
+            # Entries trimmed before the summary reached them are gone: it goes on after them.
+            first = max(self.summary.upto, self.trimmed)
+            if first >= start:
+                return
             entries: list[str] = await lease.guard(
-                self.redis.lrange(self.keys.history, first, min(start, first + READ_AT_MOST) - 1)  # type: ignore[arg-type]
+                self.redis.lrange(
+                    self.keys.history, first - self.trimmed, min(start, first + READ_AT_MOST) - self.trimmed - 1
+                )  # type: ignore[arg-type]
             )
             config = run_config(session_id=session_id, turn_id=turn_id, attempt=0, metadata={"chatlane": "summary"})
-            folded = await lease.guard(
-                asyncio.wait_for(self.summarizer.fold(self.summary, entries, config), self.timeout_s)
-            )
+            old = Summary(first, self.summary.text)
+            folded = await lease.guard(asyncio.wait_for(self.summarizer.fold(old, entries, config), self.timeout_s))
             if folded is None:
                 return
             summary, _ = folded

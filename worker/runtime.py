@@ -65,7 +65,7 @@ class Runtime:
             claim=Claim(redis, keys, s),
             renew=Renew(redis, keys),
             advance=Advance(redis, keys, s),
-            handback=Handback(redis, keys),
+            handback=Handback(redis, keys, s.session_idle_ttl_ms),
             save_summary=SaveSummary(redis, keys),
         )
         summarizer = None

@@ -1,10 +1,13 @@
 """Summaries of the history that no longer fits the window (``CHATLANE_HISTORY_STRATEGY=summarize``).
 
-A session's summary covers its oldest stored entries, ``[0, upto)``, and is fed as a system
-message before the window. Once ``CHATLANE_SUMMARY_REFRESH_MESSAGES`` entries have left the window
-without being covered, the lease holder has the model fold the oldest of them into the summary,
-whole turns only and as many as one request within the window's budget can carry, and stores the
-result with a fenced script (``save_summary.lua``). The history itself is never changed.
+A session's summary covers its stored entries before absolute index ``upto`` (absolute: counting
+those the history bound trimmed, SessionKeys.trimmed; entries trimmed before the summary reached
+them are skipped, never summarized) and is fed as a system message before the window. Once
+``CHATLANE_SUMMARY_REFRESH_MESSAGES`` entries have left the window without being covered, the
+lease holder has the model fold the oldest of them into the summary, whole turns only and as many
+as one request within the window's budget can carry, and stores the result with a fenced script
+(``save_summary.lua``). The summary never changes the history (CHATLANE_HISTORY_MAX_MESSAGES
+trims it at commit: advance.lua).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ READ_AT_MOST = 400
 
 @dataclass(frozen=True)
 class Summary:
-    upto: int = 0  # stored history entries it covers, [0, upto)
+    upto: int = 0  # the absolute index of the first history entry it does not cover
     text: str = ""
 
     def message(self) -> SystemMessage | None:

@@ -46,10 +46,14 @@ class Group:
 
 
 class Window:
-    """The newest whole turns whose messages fit ``max_tokens``."""
+    """The newest whole turns whose messages fit ``max_tokens`` and, if ``max_entries`` (the history
+    bound, CHATLANE_HISTORY_MAX_MESSAGES) is set, stand for at most that many stored entries: so a
+    runner's window never holds what the commit just trimmed (trim_history.lua cuts at the same turn
+    boundary, or inside the newest turn, which the window then leaves out as a reload would)."""
 
-    def __init__(self, max_tokens: int, groups: Iterable[Group] = ()) -> None:
+    def __init__(self, max_tokens: int, groups: Iterable[Group] = (), max_entries: int = 0) -> None:
         self.max_tokens = max_tokens
+        self.max_entries = max_entries
         self._groups: deque[Group] = deque()
         self._tokens = 0
         self.entries = 0  # stored entries the window stands for (it ends at the history's end)
@@ -81,7 +85,9 @@ class Window:
         self.entries += g.entries
 
     def _fit(self) -> None:
-        while self._groups and (self._tokens > self.max_tokens or not self._groups[0].opens_turn):
+        while self._groups and (
+            self._tokens > self.max_tokens or not self._groups[0].opens_turn or 0 < self.max_entries < self.entries
+        ):
             g = self._groups.popleft()
             self._tokens -= g.tokens
             self.entries -= g.entries
@@ -145,7 +151,9 @@ def _with_calls(m: AIMessage, keep: set[str]) -> AIMessage | None:
     return m.model_copy(update={"tool_calls": calls, "invalid_tool_calls": invalid, "additional_kwargs": extra})
 
 
-async def load_window(redis: Redis, key: str, max_tokens: int, newest: list[str] | None = None) -> Window:
+async def load_window(
+    redis: Redis, key: str, max_tokens: int, newest: list[str] | None = None, max_entries: int = 0
+) -> Window:
     """Read the history from its end, in growing batches, until the budget is covered.
 
     ``newest``: the last ``FIRST_BATCH`` entries, if the caller has them already. Messages are
@@ -171,12 +179,12 @@ async def load_window(redis: Redis, key: str, max_tokens: int, newest: list[str]
                 continue
             g = Group.of(turn[::-1])
             if tokens + g.tokens > max_tokens:
-                return Window(max_tokens, reversed(groups))
+                return Window(max_tokens, reversed(groups), max_entries)
             groups.append(g)
             tokens += g.tokens
             turn = []
         if len(raw) < batch:
-            return Window(max_tokens, reversed(groups))
+            return Window(max_tokens, reversed(groups), max_entries)
         loaded += len(raw)
         # Read about as many more as the budget still needs at the size seen so far (a fixed
         # x4 growth read ~90 KB to use ~8 KB with chat-sized messages, bench B5), never fewer

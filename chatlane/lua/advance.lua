@@ -1,4 +1,4 @@
---! use: clock end_turn begin_head record_attempt
+--! use: clock end_turn begin_head record_attempt trim_history session_idle
 -- advance: the fenced step of a drain. Finishes the head turn (commit or fail) and begins the
 -- next one, in one atomic script, so a busy session costs about one round trip per turn.
 --
@@ -20,6 +20,10 @@
 --                 for a slot longer than `yield_grace_ms`: nothing begun, the lease is still ours
 --                 (the caller hands the session back, freeing its job slot)
 -- Beginning the next turn is begin_head's (begin_head.lua), shared with claim.lua.
+-- Retention: a commit that appends to the history trims its oldest entries beyond `max_messages`
+-- (trim_history.lua); every commit forgets up to two ids at the front of the session's turn index
+-- whose records have expired, so the index stays as long as the records kept; a release leaves the
+-- session to expire after `idle_ttl_ms` (session_idle.lua).
 local lease_key     = KEYS[1]
 local inbox_key     = KEYS[2]
 local history_key   = KEYS[3]
@@ -28,6 +32,10 @@ local pending_key   = KEYS[5]  -- pending sessions (SET)
 local queue_key     = KEYS[6]  -- arq queue (ZSET), read for "yield"
 local pause_key     = KEYS[7]  -- the model's provider pause (budget_pause.lua)
 local outbox_key    = KEYS[8]  -- webhooks due (end_turn.lua)
+local turns_key     = KEYS[9]  -- the session's turn ids (LIST, enqueue.lua)
+local trimmed_key   = KEYS[10] -- history entries trimmed so far (trim_history.lua)
+local fence_key     = KEYS[11] -- KEYS[9..13]: SessionKeys.idle_keys (session_idle.lua)
+local summary_key   = KEYS[12]
 local token         = ARGV[1]  -- our lease token
 local ttl_ms        = ARGV[2]
 local prefix        = ARGV[3]  -- turn key prefix
@@ -46,7 +54,9 @@ local ended_id      = ARGV[13] -- turn whose generation attempt just stopped, or
 local ended_attempt = ARGV[14] -- its attempt number
 local ended_ms      = ARGV[15] -- when it stopped (see record_attempt.lua)
 local yield_grace_ms = tonumber(ARGV[16])
-local FIRST_ENTRY   = 17       -- ARGV[17..]: history entries of a "completed" turn, in order: its
+local max_messages  = tonumber(ARGV[17]) -- history bound, 0: none
+local idle_ttl_ms   = tonumber(ARGV[18]) -- session idle expiry, 0: never
+local FIRST_ENTRY   = 19       -- ARGV[19..]: history entries of a "completed" turn, in order: its
                                -- user message(s), then every message the turn added (an agent's AI
                                -- tool calls, tool results, answer); of a "stopped" one that ends
                                -- interrupted: its user message(s) and the partial reply. All or
@@ -91,6 +101,14 @@ if finish_id ~= "" then
       redis.call("RPUSH", history_key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
     end
     redis.call("HSET", tk, "entries", #ARGV - FIRST_ENTRY + 1)
+    trim_history(history_key, trimmed_key, max_messages)
+  end
+  for _ = 1, 2 do
+    local oldest = redis.call("LINDEX", turns_key, 0)
+    if not oldest or redis.call("EXISTS", prefix .. oldest) == 1 then
+      break
+    end
+    redis.call("LPOP", turns_key)
   end
   if outcome == "completed" then
     end_turn(tk, tk .. suffix, "completed", "reply", result, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
@@ -113,8 +131,9 @@ if next_step == "yield" and redis.call("LLEN", inbox_key) > 0
   redis.call("HINCRBY", stats_key, "drains_yielded", 1)
   return {"stopped"}
 end
+local idle = {keys = {history_key, fence_key, summary_key, turns_key, trimmed_key}, ttl_ms = idle_ttl_ms}
 local step = begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix, max_attempts,
-  now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
+  now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key, idle)
 if step[1] == "turn" then
   step[8] = math.max(0, redis.call("PTTL", pause_key))
 end

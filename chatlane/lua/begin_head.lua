@@ -1,4 +1,4 @@
---! use: end_turn head_gate
+--! use: end_turn head_gate session_idle
 -- begin_head: library (see chatlane/scripts/loader.py) for the scripts that start a session's
 -- next turn, claim.lua and advance.lua.
 --
@@ -9,21 +9,24 @@
 -- joined it after `text`, or ""). Unless head_gate.lua says the head has a stop request to commit
 -- ({"stopping", ...}), must wait for more texts ({"defer", ms}), or has expired (ended here, and
 -- the next head is tried). With the inbox empty it releases the lease, takes the session out of
--- the pending set and returns {"released"}. On the way it drops (and counts) a head whose record
+-- the pending set, leaves the session to expire when idle (session_idle.lua) and returns
+-- {"released"}. On the way it drops (and counts) a head whose record
 -- was deleted by hand, and fails a head that has already used all its attempts (each interrupted
 -- by a crash or a lost lease), so a poison turn cannot wedge a session.
 -- Each attempt's start is kept as "a<n>s" beside "started" (the latest): see record_attempt.lua.
 --   lease_key, inbox_key, stats_key, pending_key, session_id
 --   prefix, suffix   turn key prefix, stream key suffix     max_attempts, now_ms
 --   turn_ttl_ms, stream_ttl_ms   retention of a turn failed here   outbox_key  see end_turn.lua
+--   idle  the session's keys and idle TTL, see session_idle.lua
 -- Stream entries use the fields of chatlane/stream.py: t=type, a=attempt.
 local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_id, prefix, suffix,
-                          max_attempts, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key)
+                          max_attempts, now_ms, turn_ttl_ms, stream_ttl_ms, outbox_key, idle)
   while true do
     local head = redis.call("LINDEX", inbox_key, 0)
     if not head then
       redis.call("DEL", lease_key)
       redis.call("SREM", pending_key, session_id)
+      session_idle(idle)
       return {"released"}
     end
     local tk = prefix .. head

@@ -4,10 +4,10 @@
 -- running holder's next renewal or commit (renew.lua, advance.lua) finds another token (none) and
 -- writes nothing (the fence), and its late chunks find no turn record (publish_chunks.lua). Removes
 -- the history, the inbox, the fence counter, the queued drain job's marker, the session's turn
--- index and, for each turn in it (or in the inbox): the record, its token stream, its webhook log,
--- its idempotency key, its place in the webhook outbox and in its tenant's active SET (enqueue.lua).
--- The session leaves the pending set. An enqueue after this starts a new, empty session. A drain
--- job still in arq's queue finds an empty inbox and writes nothing.
+-- index, the summary, the trimmed count and, for each turn in it (or in the inbox): the record, its
+-- token stream, its webhook log, its idempotency key, its place in the webhook outbox and in its
+-- tenant's active SET (enqueue.lua). The session leaves the pending set. An enqueue after this
+-- starts a new, empty session. A drain job still in arq's queue finds an empty inbox and writes nothing.
 -- Returns {turns removed, of them queued or running, history messages removed}.
 local inbox_key     = KEYS[1]
 local history_key   = KEYS[2]
@@ -17,6 +17,8 @@ local drain_job_key = KEYS[5]
 local turns_key     = KEYS[6]  -- the session's turn ids (LIST, enqueue.lua)
 local pending_key   = KEYS[7]  -- pending sessions (SET)
 local outbox_key    = KEYS[8]  -- webhooks due (ZSET turn id -> ms)
+local summary_key   = KEYS[9]
+local trimmed_key   = KEYS[10] -- history entries trimmed so far (trim_history.lua)
 local session_id    = ARGV[1]
 local prefix        = ARGV[2]  -- turn key prefix
 local stream_suffix = ARGV[3]
@@ -48,6 +50,6 @@ for _, id in ipairs(ids) do
   end
 end
 local messages = redis.call("LLEN", history_key)
-redis.call("DEL", inbox_key, history_key, lease_key, fence_key, drain_job_key, turns_key)
+redis.call("DEL", inbox_key, history_key, lease_key, fence_key, drain_job_key, turns_key, summary_key, trimmed_key)
 redis.call("SREM", pending_key, session_id)
 return {removed, active, messages}

@@ -35,6 +35,7 @@ local outbox_key    = KEYS[10] -- webhooks due (end_turn.lua, for the turns a po
 local deadlines_key = KEYS[11] -- queued turns' deadlines (ZSET turn id -> ms; expire.lua)
 local active_key    = KEYS[12] -- the tenant's queued and running turns (SET; used when max_queued > 0)
 local bucket_key    = KEYS[13] -- the tenant's turns-per-minute bucket (HASH, token_bucket.lua)
+local idle_keys     = {KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[18]}  -- SessionKeys.idle_keys
 local session_id    = ARGV[1]
 local turn_id       = ARGV[2]
 local text          = ARGV[3]
@@ -145,6 +146,9 @@ end
 local position = redis.call("RPUSH", inbox_key, turn_id) - 1
 redis.call("RPUSH", turns_key, turn_id)
 redis.call("SADD", pending_key, session_id)
+for _, key in ipairs(idle_keys) do
+  redis.call("PERSIST", key)  -- a session with a queued turn never expires (session_idle.lua)
+end
 local queued = 0
 if redis.call("EXISTS", lease_key) == 0 then
   if redis.call("EXISTS", drain_job_key) == 0 then

@@ -9,6 +9,7 @@
 local lease_key   = KEYS[1]
 local summary_key = KEYS[2]  -- HASH upto, text, at (Redis TIME, ms)
 local history_key = KEYS[3]
+local trimmed_key = KEYS[4]  -- entries trimmed from the history's front: `upto` is an absolute index
 local token       = ARGV[1]  -- our lease token
 local upto        = tonumber(ARGV[2])
 local text        = ARGV[3]
@@ -19,7 +20,7 @@ end
 if tonumber(redis.call("HGET", summary_key, "upto") or "0") >= upto then
   return "behind"
 end
-if upto > redis.call("LLEN", history_key) then
+if upto > tonumber(redis.call("GET", trimmed_key) or "0") + redis.call("LLEN", history_key) then
   return redis.error_reply("chatlane: a summary cannot cover entries the history does not have")
 end
 redis.call("HSET", summary_key, "upto", upto, "text", text, "at", redis_now_ms())

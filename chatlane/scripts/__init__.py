@@ -13,6 +13,8 @@ from chatlane.scripts.delete_session import Deleted, DeleteSession
 from chatlane.scripts.enqueue import Accepted, Duplicate, Enqueue, Joined
 from chatlane.scripts.expire import Expire
 from chatlane.scripts.handback import Handback
+from chatlane.scripts.history_page import HistoryPageRead, RawPage
+from chatlane.scripts.import_session import Imported, ImportSession
 from chatlane.scripts.renew import Renew, Renewal
 from chatlane.scripts.replication import Replication
 from chatlane.scripts.save_summary import SaveSummary
@@ -40,9 +42,13 @@ __all__ = [
     "Finish",
     "Granted",
     "Handback",
+    "HistoryPageRead",
+    "ImportSession",
+    "Imported",
     "Joined",
     "Limits",
     "Next",
+    "RawPage",
     "Released",
     "Renew",
     "Renewal",

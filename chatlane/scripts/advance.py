@@ -70,10 +70,10 @@ class Advance:
         res, acked = await self._replication.run(
             self._script,
             keys=[sk.lease, sk.inbox, sk.history, k.stats, k.pending, k.queue, k.budget(s.model).pause,
-                  k.webhooks_due],
+                  k.webhooks_due, sk.turns, sk.trimmed, sk.fence, sk.summary],
             args=[token, s.lease_ttl_ms, k.turn_prefix, k.stream_suffix, turn_id, state, text,
                   s.turn_ttl_ms, s.stream_ttl_ms, next.value, s.max_attempts, session_id, *ended_args,
-                  s.yield_grace_ms, *entries],
+                  s.yield_grace_ms, s.history_max_messages, s.session_idle_ttl_ms, *entries],
             wait=finish is not None,
         )  # fmt: skip
         step = parse_step(res, sk.lease)

@@ -32,9 +32,9 @@ class Claim:
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         res = await self._script(
             keys=[sk.lease, sk.fence, sk.inbox, sk.drain_job, k.pending, k.queue, k.stats, sk.history,
-                  k.budget(s.model).pause, k.webhooks_due],
+                  k.budget(s.model).pause, k.webhooks_due, sk.summary, sk.turns, sk.trimmed],
             args=[session_id, holder, s.lease_ttl_ms, job_id, k.turn_prefix, k.stream_suffix, s.max_attempts,
-                  s.turn_ttl_ms, s.stream_ttl_ms, tail_len, nonce],
+                  s.turn_ttl_ms, s.stream_ttl_ms, tail_len, nonce, s.session_idle_ttl_ms],
         )  # fmt: skip
         if res[0] != 1:
             return None

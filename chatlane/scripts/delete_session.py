@@ -30,7 +30,18 @@ class DeleteSession:
         k, sk = self._keys, self._keys.session(session_id)
         (turns, cancelled, messages), acked = await self._replication.run(
             self._script,
-            keys=[sk.inbox, sk.history, sk.lease, sk.fence, sk.drain_job, sk.turns, k.pending, k.webhooks_due],
+            keys=[
+                sk.inbox,
+                sk.history,
+                sk.lease,
+                sk.fence,
+                sk.drain_job,
+                sk.turns,
+                k.pending,
+                k.webhooks_due,
+                sk.summary,
+                sk.trimmed,
+            ],
             args=[session_id, k.turn_prefix, k.stream_suffix, k.webhook_suffix],
         )
         self._replication.require(acked, f"delete of session {session_id!r}")

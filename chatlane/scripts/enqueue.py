@@ -75,7 +75,7 @@ class Enqueue:
         (status, tid, queued, position, created_ms), acked = await self._replication.run(
             self._script,
             keys=[sk.inbox, sk.lease, sk.drain_job, idem, k.turn(turn_id), k.pending, job.key, k.queue, sk.turns,
-                  k.webhooks_due, k.deadlines, tk.active, tk.bucket],
+                  k.webhooks_due, k.deadlines, tk.active, tk.bucket, *sk.idle_keys],
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
                   job.expires_ms, metadata, webhook_url or "", on_busy.value, expires_after_ms,
                   s.coalesce_window_ms, s.coalesce_max_wait_ms, s.coalesce_max_texts, k.turn_prefix,

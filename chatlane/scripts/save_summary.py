@@ -18,7 +18,7 @@ class SaveSummary:
         """True if stored; False if the stored summary already covers ``upto`` entries. Raises
         LeaseLost, having written nothing, when ``token`` no longer holds the lease."""
         sk = self._keys.session(session_id)
-        res = await self._script(keys=[sk.lease, sk.summary, sk.history], args=[token, upto, text])
+        res = await self._script(keys=[sk.lease, sk.summary, sk.history, sk.trimmed], args=[token, upto, text])
         if res == "lost":
             raise LeaseLost(sk.lease)
         return bool(res == "ok")

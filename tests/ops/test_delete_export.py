@@ -1,4 +1,5 @@
-"""Deleting a session (racing a running drain) leaves nothing behind; an export round-trips."""
+"""Deleting a session (racing a running drain) leaves nothing behind; an export round-trips, and
+re-imports into an empty session, which then goes on from it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from chatlane.errors import SessionNotEmpty
 from chatlane.export import SessionExport
 from chatlane.messages import decode_messages
+from devkit.agent_example import HANDLER as AGENT
 from devkit.api_server import ServedApp
 from producer import ChatProducer, TurnNotFound, TurnState
 from producer.api import create_app
@@ -117,3 +120,75 @@ async def test_a_delivery_result_after_the_delete_writes_nothing(producer: ChatP
     assert await result(turn_id=turn_id, entry="{}", ok=False, retry_ms=1000, span_ms=60_000) == "gone"
     assert not await raw_redis.exists(producer.keys.turn(turn_id), producer.keys.webhook_log(turn_id))
     assert await raw_redis.zscore(producer.keys.webhooks_due, turn_id) is None
+
+
+async def test_export_delete_import_round_trips_and_the_session_goes_on(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis
+) -> None:
+    fleet.start(1, handler=AGENT)
+    s = sid("imp")
+    for text in ("one", 'two !tool=add:{"a": 2, "b": 3}', "three"):
+        t = await producer.enqueue(s, text)
+        assert (await producer.wait(t.turn_id, 20)).state is TurnState.completed
+    # A summary and a trimmed front, as retention and the summarize strategy leave them.
+    sk = producer.keys.session(s)
+    await raw_redis.set(sk.trimmed, 40)
+    await raw_redis.hset(sk.summary, mapping={"upto": 30, "text": "they met", "at": 1})
+    first = await producer.export_session(s)
+    assert first.history_start == 40 and first.summary is not None and first.summary.upto == 30
+    assert len(first.history) == 2 + 4 + 2
+
+    # Into a session with history: refused, nothing written.
+    with pytest.raises(SessionNotEmpty):
+        await producer.import_session(first)
+    await producer.delete_session(s)
+    done = await producer.import_session(first)
+    assert (done.messages, done.trimmed) == (8, 0)
+    again = await producer.export_session(s)
+    assert again.history == first.history and again.history_start == 40 and again.summary == first.summary
+    assert again.turns == []  # turn records are not imported (chatlane/export.py says why)
+    page = await producer.history_page(s, limit=2)
+    assert (page.first, page.start, page.total) == (40, 46, 48)  # indexes as they were
+
+    # The imported session goes on: the next turn answers from the imported history.
+    t = await producer.enqueue(s, "four")
+    reply = (await producer.wait(t.turn_id, 20)).reply or ""
+    assert "I can see 3 earlier message(s)" in reply and "'three'" in reply
+    assert len(await producer.history(s)) == 10
+    # Now it has turns and history: a second import is refused.
+    with pytest.raises(SessionNotEmpty):
+        await producer.import_session(first)
+
+    # Over HTTP: into a new id; 409 when not empty, 422 for an entry that is not a message.
+    s2 = sid("imp")
+    with ServedApp(create_app(fleet.settings)) as api:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            body = first.model_dump(mode="json")
+            r = await http.post(f"/v1/sessions/{s2}/import", json=body)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"session_id": s2, "messages": 8, "trimmed": 0}
+            assert (await http.get(f"/v1/sessions/{s2}/export")).json()["history"] == body["history"]
+            r = await http.post(f"/v1/sessions/{s2}/import", json=body)
+            assert r.status_code == 409 and r.json()["code"] == "session_not_empty"
+            bad = {**body, "history": [*body["history"], {"type": "nonsense", "data": {}}]}
+            s3 = sid("imp")
+            r = await http.post(f"/v1/sessions/{s3}/import", json=bad)
+            assert r.status_code == 422 and "history[8]" in r.json()["message"]
+            assert (await http.get(f"/v1/sessions/{s3}/export")).json()["history"] == []
+
+
+async def test_an_import_respects_the_history_bound(fleet: Fleet, raw_redis: Redis) -> None:
+    fleet.start(1, handler=AGENT)
+    s = sid("imp")
+    async with ChatProducer(settings=fleet.settings) as producer:
+        for text in ("one", 'two !tool=add:{"a": 2, "b": 3}', "three"):
+            t = await producer.enqueue(s, text)
+            assert (await producer.wait(t.turn_id, 20)).state is TurnState.completed
+        exp = await producer.export_session(s)
+    bounded = fleet.settings.model_copy(update={"history_max_messages": 5})
+    async with ChatProducer(settings=bounded) as producer:
+        s2 = sid("imp")
+        done = await producer.import_session(exp, s2)
+        assert (done.messages, done.trimmed) == (2, 6)  # whole turns: the last one (2) fits in 5
+        again = await producer.export_session(s2)
+        assert again.history_start == 6 and again.history == exp.history[6:]
