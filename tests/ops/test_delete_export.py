@@ -161,7 +161,7 @@ async def test_export_delete_import_round_trips_and_the_session_goes_on(
 
     # Over HTTP: into a new id; 409 when not empty, 422 for an entry that is not a message.
     s2 = sid("imp")
-    with ServedApp(create_app(fleet.settings)) as api:
+    with ServedApp(create_app(fleet.settings.model_copy(update={"auth": "none"}))) as api:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
             body = first.model_dump(mode="json")
             r = await http.post(f"/v1/sessions/{s2}/import", json=body)

@@ -37,7 +37,7 @@ async def test_metrics_move_with_a_workload(fleet: Fleet, producer: ChatProducer
     # One job slot: sessions wait in arq's queue, so queue depth and pending sessions show.
     fleet.start(1, metrics_port=port, max_jobs=1, fake_delay_ms=40, fake_fail_rate=0.2, max_attempts=5)
     worker_url = f"http://127.0.0.1:{port}/metrics"
-    with ServedApp(create_app(fleet.settings)) as api:
+    with ServedApp(create_app(fleet.settings.model_copy(update={"auth": "none"}))) as api:
         async with httpx.AsyncClient(timeout=5) as http:
             assert await wait_async(lambda: value_of_alive(http, api.base_url), 15)
             sessions = [sid("m") for _ in range(6)]

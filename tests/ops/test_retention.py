@@ -117,7 +117,7 @@ async def test_history_stays_bounded_whole_turns_never_a_split_tool_group(
     assert walked == ids[trimmed_ever:]
     gone = await producer.history_page(s, limit=5, before=trimmed_ever - 2)  # an index that was trimmed
     assert gone.messages == [] and gone.start == trimmed_ever
-    with ServedApp(create_app(fleet.settings)) as api:
+    with ServedApp(create_app(fleet.settings.model_copy(update={"auth": "none"}))) as api:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
             body = (await http.get(f"/v1/sessions/{s}/messages", params={"limit": 100})).json()
     assert body["total"] == len(ids) and body["next_before"] is None
