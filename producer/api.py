@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from chatlane.export import SessionExport
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
+from chatlane.tracing import TraceRequests, configure_tracing, shutdown_tracing
 from chatlane.turns import SESSION_ID_PATTERN, TURN_ID_PATTERN, TurnStatus, WebhookLog
 from producer.api_errors import error_response, error_responses, install_error_handlers
 from producer.api_guards import API_PREFIX, BearerAuth, BodyLimit, body_limit_bytes, document_bearer
@@ -251,6 +252,7 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
         async with ChatProducer(settings=s) as producer:
             app.state.producer = producer
             yield
+        shutdown_tracing()
 
     app = FastAPI(
         title="chatlane",
@@ -264,6 +266,8 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
     app.include_router(probes)
     app.add_middleware(BodyLimit, max_bytes=body_limit_bytes(s.max_text_chars))
     app.add_middleware(BearerAuth, keys=keys)  # added last = runs first
+    if configure_tracing(s, "chatlane-api"):
+        app.add_middleware(TraceRequests)  # before even the key check: a 401 is traced too
     if keys:
         document_bearer(app)
     return app

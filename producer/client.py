@@ -46,6 +46,7 @@ from chatlane.scripts import (
 from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
+from chatlane.tracing import EnqueueSpan, configure_tracing
 from chatlane.turns import (
     OnBusy,
     TurnState,
@@ -95,6 +96,7 @@ class ChatProducer(Steering):
         self.redis = redis if redis is not None else connect(self.settings)
         self._replication = Replication.of(self.settings, self.keys)
         self._enqueue = Enqueue(self.redis, self.keys, self.settings, self._replication)
+        configure_tracing(self.settings, "chatlane-producer")  # CHATLANE_TRACING=on: spans per enqueue
         self._cancel = Cancel(self.redis, self.keys, self.settings, self._replication)
         self._expire = Expire(self.redis, self.keys, self.settings)
         self._delete = DeleteSession(self.redis, self.keys, self._replication)
@@ -174,6 +176,7 @@ class ChatProducer(Steering):
         )
         hook = self._webhook(webhook_url)
         turn_id = uuid.uuid4().hex
+        span = EnqueueSpan(session_id, turn_id)  # its traceparent goes on the turn (chatlane/tracing.py)
         enqueue = functools.partial(
             self._enqueue,
             session_id=session_id,
@@ -186,6 +189,7 @@ class ChatProducer(Steering):
             webhook_url=hook,
             on_busy=policy,
             expires_after_ms=expires_ms,
+            trace=span.traceparent,
         )
 
         async def run() -> Accepted | Joined | Duplicate:
@@ -199,7 +203,8 @@ class ChatProducer(Steering):
                 await asyncio.sleep(0.1)
                 return await enqueue()
 
-        res = await self._call(run)
+        with span:
+            res = await self._call(run)
         if isinstance(res, Joined):
             return Enqueued(await self.status(res.turn_id), created=False, joined=True)
         if isinstance(res, Duplicate):

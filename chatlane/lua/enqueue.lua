@@ -47,6 +47,7 @@ local suffix        = ARGV[17] -- stream key suffix
 local turn_ttl_ms   = ARGV[18] -- retention of the turns a policy cancels
 local stream_ttl_ms = ARGV[19]
 local channel_prefix = ARGV[20] -- stop channels (stop_request.lua)
+local trace         = ARGV[21] -- the enqueue span's W3C traceparent (chatlane/tracing.py) or ""
 
 if idem ~= "" then
   local existing = redis.call("GET", idem_key)
@@ -88,6 +89,9 @@ redis.call("HSET", turn_key, "session", session_id, "text", text, "state", "queu
   "created", now_ms, "attempts", 0, "idem", stored_idem_key, "webhook", webhook_url)
 if metadata ~= "" then
   redis.call("HSET", turn_key, "metadata", metadata)
+end
+if trace ~= "" then
+  redis.call("HSET", turn_key, "trace", trace)
 end
 local delay_ms = 0
 if on_busy == "coalesce" then

@@ -58,11 +58,13 @@ class Enqueue:
         webhook_url: str | None = None,
         on_busy: OnBusy = OnBusy.enqueue,
         expires_after_ms: int = 0,
+        trace: str = "",
     ) -> Accepted | Joined | Duplicate:
         """Raises QueueFull or SessionBusy (``on_busy=reject``), nothing written; ReplicationTimeout
         when the turn (new, joined or repeated) is on the primary but not yet on enough replicas.
         ``metadata``: the turn's metadata as compact JSON (``validate_metadata``), or "".
-        ``expires_after_ms``: the turn ends expired if not begun by then (0: no deadline)."""
+        ``expires_after_ms``: the turn ends expired if not begun by then (0: no deadline).
+        ``trace``: the W3C traceparent the worker continues (chatlane/tracing.py), or ""."""
         k, s, sk = self._keys, self._settings, self._keys.session(session_id)
         # With no key the script never touches KEYS[4]; any key of the session's slot will do.
         idem = k.idempotency(session_id, idempotency_key) if idempotency_key else sk.inbox
@@ -73,7 +75,7 @@ class Enqueue:
             args=[session_id, turn_id, text, max_waiting, job.job_id, idempotency_key or "", job.payload,
                   job.expires_ms, metadata, webhook_url or "", on_busy.value, expires_after_ms,
                   s.coalesce_window_ms, s.coalesce_max_wait_ms, s.coalesce_max_texts, k.turn_prefix,
-                  k.stream_suffix, s.turn_ttl_ms, s.stream_ttl_ms, k.stop_channel_prefix],
+                  k.stream_suffix, s.turn_ttl_ms, s.stream_ttl_ms, k.stop_channel_prefix, trace],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session_id, max_waiting)
