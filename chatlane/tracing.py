@@ -198,13 +198,15 @@ async def turn_spans(redis: Redis, turn_key: str, session_id: str, step: Begun |
 class TraceRequests:
     """ASGI middleware: a server span per HTTP request, continuing an incoming ``traceparent``
     header, so an enqueue made by the request is its child. Passes requests through untouched
-    while tracing is off."""
+    while tracing is off, and when the request already has a span: recent FastAPI versions trace
+    requests themselves once a tracer provider is set (``FastAPI(telemetry=...)``), and so does
+    opentelemetry-instrumentation-asgi where an application installed it."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if not _on or scope["type"] != "http":
+        if not _on or scope["type"] != "http" or trace.get_current_span().get_span_context().is_valid:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
