@@ -94,12 +94,16 @@ def formatter_config(log_format: str) -> dict[str, Any]:
 class Outage:
     """One warning when a dependency first fails and one when it answers again, whichever tasks
     meet the failure in between (the failures after the first go to debug): a Redis restart is two
-    lines in the log, not a traceback per drain job and a line per poll."""
+    lines in the log, not a traceback per drain job and a line per poll. It counts as back once a
+    call succeeds with no failure for ``settle_s``, so reads that work while writes still fail
+    (a replica promoted late) do not make it flap."""
 
-    def __init__(self, what: str, logger: logging.Logger) -> None:
+    def __init__(self, what: str, logger: logging.Logger, settle_s: float = 1.0) -> None:
         self.what = what
         self.log = logger
+        self.settle_s = settle_s
         self._since: float | None = None
+        self._last = 0.0
         self._failures = 0
 
     @property
@@ -108,17 +112,18 @@ class Outage:
 
     def failed(self, where: str, e: BaseException) -> None:
         self._failures += 1
+        self._last = time.monotonic()
         if self._since is None:
-            self._since = time.monotonic()
+            self._since = self._last
             self.log.warning("%s unavailable (%s: %s), first seen by %s", self.what, type(e).__name__, e, where)
         else:
             self.log.debug("%s still unavailable (%s, %s)", self.what, where, type(e).__name__)
 
     def ok(self) -> None:
-        if self._since is not None:
+        if self._since is not None and time.monotonic() - self._last >= self.settle_s:
             self.log.warning(
                 "%s is back after %.1fs (%d failed call(s) meanwhile)",
-                self.what, time.monotonic() - self._since, self._failures,
+                self.what, self._last - self._since, self._failures,
             )  # fmt: skip
             self._since = None
             self._failures = 0
