@@ -50,10 +50,6 @@ _SCOPE = "chatlane"
 _on = False
 
 
-def enabled() -> bool:
-    return _on
-
-
 def configure_tracing(settings: Settings, service: str) -> bool:
     """Turn tracing on for this process if ``settings.tracing`` says so; whether it is on.
 
@@ -62,10 +58,15 @@ def configure_tracing(settings: Settings, service: str) -> bool:
     global _on
     if settings.tracing == "off" or _on:
         return _on
+    missing = RuntimeError("CHATLANE_TRACING=on needs OpenTelemetry: pip install 'chatlane[otel]'")
     if trace is None:
-        raise RuntimeError("CHATLANE_TRACING=on needs OpenTelemetry: pip install 'chatlane[otel]'")
+        raise missing
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        trace.set_tracer_provider(_provider(service))
+        try:
+            provider = _provider(service)
+        except ImportError as e:  # the API alone (FastAPI depends on it), without the SDK
+            raise missing from e
+        trace.set_tracer_provider(provider)
     _on = True
     return True
 
