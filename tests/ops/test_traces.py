@@ -144,3 +144,49 @@ async def test_without_tracing_the_turn_stores_no_trace(producer: ChatProducer, 
     assert os.environ.get("CHATLANE_TRACING", "off") == "off"
     turn = await producer.enqueue(sid("notrace"), "hello")
     assert not await raw_redis.hexists(producer.keys.turn(turn.turn_id), "trace")
+
+
+CLIENT = """
+import asyncio, sys
+from opentelemetry import trace
+from producer import ChatProducer
+
+async def main() -> None:
+    async with ChatProducer() as producer:  # CHATLANE_TRACING=on: it installs the tracer provider
+        with trace.get_tracer("app").start_as_current_span("app.handle") as span:
+            turn = await producer.enqueue(sys.argv[1], "hello")
+        ctx = span.get_span_context()
+        print(turn.turn_id, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+
+asyncio.run(main())
+"""
+
+
+async def test_a_python_clients_span_continues_in_the_worker(
+    redis_server: RedisServer, fleet: Fleet, producer: ChatProducer, tmp_path: Path
+) -> None:
+    """ChatProducer in a service of its own (its own process, tracing on): the worker's spans join
+    the trace of the span that was current when the service enqueued."""
+    client_spans, worker_spans = tmp_path / "client-spans.jsonl", tmp_path / "worker-spans.jsonl"
+    fleet.start(1, tracing="on", raw_env=otel_env(worker_spans))
+    env = worker_env(redis_server.url, fleet.prefix, {"CHATLANE_TRACING": "on", **otel_env(client_spans)})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLIENT, sid("client"), env=env, cwd=Path(__file__).resolve().parents[2],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    turn_id, trace_id, app_span = out.decode().split()
+    assert (await producer.wait(turn_id, 20)).state.value == "completed"
+
+    # The client process has exited: the SDK's provider flushes its spans at exit.
+    client = await spans_of(client_spans, trace_id, {"app.handle", "chatlane.enqueue"})
+    enqueue = client["chatlane.enqueue"]
+    assert (enqueue["parent_id"], enqueue["service"]) == (app_span, "chatlane-producer")
+    worker = await spans_of(worker_spans, trace_id, {"chatlane.drain", "chatlane.model", "chatlane.commit"})
+    assert worker["chatlane.drain"]["parent_id"] == enqueue["span_id"]
+    assert (
+        worker["chatlane.model"]["parent_id"]
+        == worker["chatlane.commit"]["parent_id"]
+        == worker["chatlane.drain"]["span_id"]
+    )
