@@ -27,6 +27,7 @@ from devkit.span_file import PATH_ENV, read_spans
 from producer import ChatProducer
 from tests.conftest import Fleet, sid
 
+ROOT = Path(__file__).resolve().parents[2]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 
@@ -45,7 +46,7 @@ def api_process(redis_server: RedisServer, fleet: Fleet, tmp_path: Path) -> Iter
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "producer.api:app", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT,
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     log.close()
     url = f"http://127.0.0.1:{port}"
@@ -171,7 +172,7 @@ async def test_a_python_clients_span_continues_in_the_worker(
     fleet.start(1, tracing="on", raw_env=otel_env(worker_spans))
     env = worker_env(redis_server.url, fleet.prefix, {"CHATLANE_TRACING": "on", **otel_env(client_spans)})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLIENT, sid("client"), env=env, cwd=Path(__file__).resolve().parents[2],
+        sys.executable, "-c", CLIENT, sid("client"), env=env, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
