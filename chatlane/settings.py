@@ -254,6 +254,11 @@ class OpsConfig(BaseModel):
     metrics_port: int | None = Field(None, ge=0, lt=65536)
     # Worker log lines as text or as one JSON object per line (chatlane/logs.py).
     log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry spans (chatlane/tracing.py; needs the `otel` extra): enqueue, queue wait,
+    # drain, model call, commit, one trace per turn from the HTTP request to the commit. Where
+    # spans go is OpenTelemetry's own OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT and
+    # OTEL_SERVICE_NAME.
+    tracing: Literal["off", "on"] = "off"
 
 
 class Settings(

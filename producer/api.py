@@ -21,6 +21,7 @@ from chatlane.export import SessionExport, SessionImported
 from chatlane.keys import WORKER_HEARTBEAT_S
 from chatlane.settings import Settings, get_settings
 from chatlane.startup import StartupError, check_redis_blocking, check_redis_url, fail, load_settings
+from chatlane.tracing import TraceRequests, configure_tracing, shutdown_tracing
 from chatlane.turns import TurnStatus, WebhookLog
 from producer.api_admin_routes import admin_router
 from producer.api_errors import document_only_our_errors, error_response, error_responses, install_error_handlers
@@ -266,6 +267,7 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
         async with ChatProducer(settings=s) as producer:
             app.state.producer = producer
             yield
+        shutdown_tracing()
 
     app = FastAPI(
         title="chatlane",
@@ -288,7 +290,9 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
     app.add_middleware(BodyLimit, max_bytes=body_limit_bytes(s.max_text_chars))
     # The dashboard's and the local docs' static files are public: no data in them (ui_routes).
     public = public_paths(app) | PUBLIC_PATHS
-    app.add_middleware(TenantAuth, keyring=keyring, public=public, public_prefixes=PUBLIC_PREFIXES)  # runs first
+    app.add_middleware(TenantAuth, keyring=keyring, public=public, public_prefixes=PUBLIC_PREFIXES)
+    if configure_tracing(s, "chatlane-api"):
+        app.add_middleware(TraceRequests)  # before even the key check: a 401 is traced too
     if auth:
         document_bearer(app)
     return app

@@ -51,6 +51,7 @@ from chatlane.scripts.webhooks import WebhookRedeliver
 from chatlane.settings import Settings, get_settings
 from chatlane.stream import EventType, StreamEvent, partial_reply
 from chatlane.tenants import DEFAULT_TENANT, SessionRef, TenantQuota, quota_limits, validate_tenant
+from chatlane.tracing import EnqueueSpan, configure_tracing
 from chatlane.turns import (
     OnBusy,
     TurnState,
@@ -111,6 +112,7 @@ class ChatProducer(Steering):
         self.redis = redis if redis is not None else connect(self.settings)
         self._replication = Replication.of(self.settings, self.keys)
         self._enqueue = Enqueue(self.redis, self.keys, self.settings, self._replication)
+        configure_tracing(self.settings, "chatlane-producer")  # CHATLANE_TRACING=on: spans per enqueue
         self._cancel = Cancel(self.redis, self.keys, self.settings, self._replication)
         self._expire = Expire(self.redis, self.keys, self.settings)
         self._delete = DeleteSession(self.redis, self.keys, self._replication)
@@ -218,6 +220,7 @@ class ChatProducer(Steering):
         max_queued, turns_per_min = quota_limits(
             self.quota, self.settings.tenant_max_queued, self.settings.tenant_turns_per_min
         )
+        span = EnqueueSpan(session_id, turn_id)  # its traceparent goes on the turn (chatlane/tracing.py)
         enqueue = functools.partial(
             self._enqueue,
             session=ref,
@@ -232,6 +235,7 @@ class ChatProducer(Steering):
             expires_after_ms=expires_ms,
             max_queued=max_queued,
             turns_per_min=turns_per_min,
+            trace=span.traceparent,
         )
 
         async def run() -> Accepted | Joined | Duplicate:
@@ -245,7 +249,8 @@ class ChatProducer(Steering):
                 await asyncio.sleep(0.1)
                 return await enqueue()
 
-        res = await self._call(run)
+        with span:
+            res = await self._call(run)
         if isinstance(res, Joined):
             return Enqueued(await self.status(res.turn_id), created=False, joined=True)
         if isinstance(res, Duplicate):

@@ -17,6 +17,7 @@ from arq import func
 from chatlane.jobs import DRAIN, job_deserializer, job_serializer
 from chatlane.keys import Keys
 from chatlane.settings import Settings
+from chatlane.tracing import configure_tracing, shutdown_tracing
 from worker import metrics
 from worker.drain import drain
 from worker.handler_loader import load_handler
@@ -42,6 +43,7 @@ def worker_settings(s: Settings, handler: TurnHandler | None = None) -> type:
         # random turns (bench B3/B4 tails).
         gc.freeze()
         metrics.serve(s.metrics_port)
+        configure_tracing(s, "chatlane-worker")
         log.info("chatlane worker %s up (%s, max_jobs=%d)", rt.worker_id, s.handler or f"model={s.model}", s.max_jobs)
         if not ctx.get(RESILIENT):
             log.warning(
@@ -53,6 +55,7 @@ def worker_settings(s: Settings, handler: TurnHandler | None = None) -> type:
         rt: Runtime | None = ctx.get(RUNTIME)
         if rt is not None:
             await rt.close()
+        shutdown_tracing()  # export the spans still buffered
 
     settings: dict[str, Any] = {
         "functions": [func(drain, name=DRAIN, max_tries=1_000_000)],

@@ -10,12 +10,14 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from chatlane.connection import REDIS_DOWN
 from chatlane.errors import CommitNotReplicated, HistoryEntryUnreadable, LeaseLost
-from chatlane.logs import turn_fields
+from chatlane.logs import REDIS_OUTAGE, log_context, reset_log_context, turn_fields
 from chatlane.messages import encode_message, interrupted_turn_messages, reply_text, turn_messages, user_messages
 from chatlane.scripts import AttemptEnd, Begun, Deferred, Finish, Next, Step, Stopped, StopRequested
 from chatlane.stream import StreamEvent, partial_reply
 from chatlane.tenants import SessionRef
+from chatlane.tracing import NO_SPANS, turn_spans
 from worker import metrics
 from worker.budget import BudgetWait
 from worker.history import SessionHistory
@@ -32,7 +34,18 @@ log = logging.getLogger("chatlane.drain")
 
 async def drain(ctx: dict[str, Any], session_id: str) -> str:
     rt: Runtime = ctx[RUNTIME]
-    return await SessionRunner(rt, session_id, ctx["job_id"]).run()
+    token = log_context(session_id)
+    try:
+        done = await SessionRunner(rt, session_id, ctx["job_id"]).run()
+    except REDIS_DOWN as e:
+        # What the drain leaves (a lease nobody renews) the lease TTL and the sweep recover; one
+        # line per outage, not a traceback per job.
+        REDIS_OUTAGE.failed("a drain job", e)
+        return f"Redis unavailable ({type(e).__name__})"
+    finally:
+        reset_log_context(token)
+    REDIS_OUTAGE.ok()
+    return done
 
 
 class SessionRunner:
@@ -46,6 +59,7 @@ class SessionRunner:
         self._last_reply: float | None = None  # perf_counter at the end of the last reply (handoff metric)
         # What the latest attempt streamed: a stopped turn's partial reply.
         self._partial: PartialReply | None = None
+        self._spans = NO_SPANS  # the trace spans of the turn being served (chatlane/tracing.py)
 
     async def run(self) -> str:
         rt = self.rt
@@ -82,6 +96,7 @@ class SessionRunner:
         finally:
             await lease.stop()
             self._record_unrecorded(lease)
+            self._spans.end()
 
     def _record_unrecorded(self, lease: Lease) -> None:
         """The end of a generation attempt that the fenced commit will not record."""
@@ -102,6 +117,9 @@ class SessionRunner:
             await history.load(lease, tail)
         started, served = time.monotonic(), 0
         while isinstance(step, Begun | StopRequested):
+            log_context(self.session_id, step.turn_id, step.attempt)
+            self._spans.end()
+            self._spans = await turn_spans(rt.redis, rt.keys.turn(step.turn_id), self.session_id, step)
             messages: list[BaseMessage] = []
             if isinstance(step, StopRequested):
                 finish = await self._stopped(lease, step)
@@ -115,13 +133,15 @@ class SessionRunner:
                     await lease.handback(delay_ms=w.ms, refund=True)
                     return f"waiting {w.ms} ms for the model's budget ({w.why}) after {served} turn(s)"
             try:
-                step = await lease.advance(finish, self._ended, self._next_step(served + 1, started))
+                with self._spans.commit():
+                    step = await lease.advance(finish, self._ended, self._next_step(served + 1, started))
             except CommitNotReplicated as e:
                 step = await hold_until_replicated(rt, lease, e)
             self._ended = None
             if isinstance(step, StopRequested) and step.turn_id == finish.turn_id:
                 continue  # not committed: a stop request came first and decides (advance.lua)
             metrics.turn_committed(finish.completed, stopped=finish.stopped)
+            self._spans.end("stopped" if finish.stopped else "completed" if finish.completed else "failed")
             served += 1
             if finish.stopped:
                 # Whether its partial reply went to history was the stop request's to decide.
@@ -190,6 +210,7 @@ class SessionRunner:
             log.warning("turn %s failed: %s", turn.turn_id, e)
             return Finish(turn.turn_id, False, f"{e.code}: {e}"), []
         while True:
+            log_context(self.session_id, turn.turn_id, turn.attempt)
             if turn.paused_ms:
                 raise BudgetWait(turn.paused_ms, "provider pause")
             metrics.turn_begun(turn)
@@ -267,7 +288,8 @@ class SessionRunner:
             metrics.HANDOFF.observe(time.perf_counter() - self._last_reply)
         gen = metrics.Generation()
         try:
-            added = await rt.handler.run(handler_turn, gen.emitter(self._partial))
+            with self._spans.model(turn.attempt):
+                added = await rt.handler.run(handler_turn, gen.emitter(self._partial))
             used = sum(m.usage_metadata["total_tokens"] for m in added if isinstance(m, AIMessage) and m.usage_metadata)
         except BaseException:
             gen.done(ok=False)

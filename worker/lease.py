@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from chatlane.connection import REDIS_DOWN
 from chatlane.errors import CommitNotReplicated, LeaseLost
+from chatlane.logs import REDIS_OUTAGE
 from chatlane.scripts import (
     Advance,
     AttemptEnd,
@@ -196,7 +197,9 @@ class Lease:
                     )  # fmt: skip
             except REDIS_DOWN as e:  # asyncio.timeout raises TimeoutError, an OSError
                 # Unknown whether Redis still counts us as holder: try again soon, until the deadline.
-                log.info("lease %s: renewal failed (%r); %.2fs to the deadline", self.lease_key, e, self.seconds_left)
+                # Retried every 0.1 s: one line per outage (REDIS_OUTAGE), the retries at debug.
+                REDIS_OUTAGE.failed("a lease renewal", e)
+                log.debug("lease %s: renewal failed (%r); %.2fs to the deadline", self.lease_key, e, self.seconds_left)
                 next_at = time.monotonic() + min(every, 0.1)
                 continue
             if renewal is Renewal.lost:

@@ -16,6 +16,8 @@ import logging
 
 from redis.asyncio import Redis
 
+from chatlane.connection import REDIS_DOWN
+from chatlane.logs import REDIS_OUTAGE
 from chatlane.scripts.publish import PublishChunks
 from chatlane.stream import ToolEvent, chunk_fields
 
@@ -77,6 +79,8 @@ class StreamWriter:
                     for key, items in batch.items()
                 }  # fmt: skip
                 await self._publish(entries, self.ttl_ms)
+            except REDIS_DOWN as e:
+                REDIS_OUTAGE.failed("the token streams", e)  # one line per outage, not one per batch
             except Exception as e:
                 # Streaming is a view; the committed reply in the turn record is the truth.
                 log.warning("could not publish chunks to %d stream(s): %s", len(batch), e)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
-import time
 from signal import Signals
 from typing import Any
 
@@ -23,7 +22,7 @@ from arq.worker import Worker, get_kwargs
 from redis import exceptions as redis_errors
 
 from chatlane.connection import REDIS_DOWN, where
-from chatlane.logs import formatter_config
+from chatlane.logs import REDIS_OUTAGE, formatter_config
 from chatlane.settings import Settings
 from worker.arq_settings import worker_settings
 from worker.queue_pool import queue_pool
@@ -44,8 +43,8 @@ class ChatlaneWorker(Worker):
         self.ctx[RESILIENT] = True
         self._settings = settings
         self._redis_failures = 0
-        self._outage_since = 0.0
-        self._where = where(settings) if settings is not None else "the queue"
+        if settings is not None:
+            REDIS_OUTAGE.location = where(settings)
 
     async def main(self) -> None:
         if self._pool is None and self._settings is not None:
@@ -75,24 +74,15 @@ class ChatlaneWorker(Worker):
             self._redis_failures += 1
             await self._drop_idle_connections()
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (self._redis_failures - 1))
-            # The process's one line per outage (the sweep, webhooks and stop signals log theirs
-            # at debug), and one when it ends: the retries at debug, so a long outage does not
-            # flood the log.
-            if self._redis_failures == 1:
-                self._outage_since = time.monotonic()
-                log.warning("Redis at %s unavailable (%s: %s); waiting for it", self._where, type(e).__name__, e)
-            else:
-                log.debug("Redis still unavailable (%s: %s); polling again in %.1fs", type(e).__name__, e, delay)
+            # One line per outage for the whole process (REDIS_OUTAGE: the drains, the sweep and
+            # webhooks share it), one when it ends; the retries at debug, so a long outage does
+            # not flood the log.
+            REDIS_OUTAGE.failed("the worker's poll loop", e)
+            log.debug("polling again in %.1fs", delay)
             await asyncio.sleep(delay)
             return
-        if self._redis_failures:
-            log.warning(
-                "Redis is back at %s after %.1fs (%d failed polls); resuming",
-                self._where,
-                time.monotonic() - self._outage_since,
-                self._redis_failures,
-            )
-            self._redis_failures = 0
+        self._redis_failures = 0
+        REDIS_OUTAGE.ok()
 
     async def run_job(self, job_id: str, score: int) -> None:
         try:
@@ -103,7 +93,7 @@ class ChatlaneWorker(Worker):
             # finished tasks' errors there), one failed job per poll, each read as a new outage
             # and followed by a backoff: seconds of idling after Redis is back. The drain's
             # session is recovered by lease expiry and the sweep, as after a crash.
-            log.warning("job %s: Redis unavailable for arq's bookkeeping (%s: %s)", job_id, type(e).__name__, e)
+            REDIS_OUTAGE.failed(f"arq's bookkeeping of job {job_id}", e)
 
     async def _drop_idle_connections(self) -> None:
         """Close the idle connections of arq's pool and of the runtime's.

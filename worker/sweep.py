@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from chatlane.connection import REDIS_DOWN
+from chatlane.logs import REDIS_OUTAGE
 from chatlane.scripts import Expire
 from chatlane.settings import ms
 from worker.expiry import expire_due
@@ -49,21 +50,16 @@ async def sweep_once(rt: Runtime) -> int:
 
 
 async def sweeper(rt: Runtime) -> None:
-    """Sweep every ``sweep_interval_s`` when it is this worker's turn; quiet through outages."""
+    """Sweep every ``sweep_interval_s`` when it is this worker's turn. Silent unless it did
+    something (re-queued sessions, expired turns); an outage is one line (``REDIS_OUTAGE``)."""
     every = rt.settings.sweep_interval_s
     expire = Expire(rt.redis, rt.keys, rt.settings)
-    down = False
     while True:
         try:
             if await rt.redis.set(rt.keys.sweep_turn, rt.worker_id, nx=True, px=ms(every)):
                 await sweep_once(rt)
                 await expire_due(rt, expire)
-            if down:
-                # Debug: the poll loop logs an outage and its end once per process (worker/resilient.py).
-                log.debug("sweep: Redis is back")
-            down = False
+            REDIS_OUTAGE.ok()
         except REDIS_DOWN as e:
-            if not down:
-                log.debug("sweep: Redis unavailable (%s); retrying every %ss", type(e).__name__, every)
-            down = True
+            REDIS_OUTAGE.failed("the sweep", e)
         await asyncio.sleep(every)

@@ -25,7 +25,7 @@ from standardwebhooks import Webhook
 
 from chatlane.connection import REDIS_DOWN
 from chatlane.keys import Keys
-from chatlane.logs import turn_fields
+from chatlane.logs import REDIS_OUTAGE, turn_fields
 from chatlane.scripts.webhooks import Delivery, WebhookClaim, WebhookResult
 from chatlane.settings import Settings, ms
 from chatlane.tenants import SessionRef
@@ -55,7 +55,6 @@ class WebhookSender:
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.s.webhook_timeout_s, follow_redirects=False) as client:
-            down = False
             while True:
                 try:
                     free = self.s.webhook_concurrency - len(self._busy)
@@ -67,12 +66,9 @@ class WebhookSender:
                     for turn_id in due:
                         if turn_id not in self._busy:
                             self._busy[turn_id] = asyncio.create_task(self._deliver(client, turn_id))
-                    down = False
+                    REDIS_OUTAGE.ok()
                 except REDIS_DOWN as e:
-                    if not down:
-                        # Debug: the poll loop logs the outage once per process (worker/resilient.py).
-                        log.debug("webhooks: Redis unavailable (%s); retrying", type(e).__name__)
-                    down = True
+                    REDIS_OUTAGE.failed("the webhook sender", e)
                 await asyncio.sleep(POLL_S)
 
     async def _deliver(self, client: httpx.AsyncClient, turn_id: str) -> None:
@@ -82,7 +78,9 @@ class WebhookSender:
                 d = await self._claim(turn_id=turn_id, visibility_ms=visibility)
                 if d is not None:
                     await self._send(client, d)
-        except Exception as e:  # the entry reappears after its visibility timeout
+        except REDIS_DOWN as e:  # the entry reappears after its visibility timeout
+            REDIS_OUTAGE.failed("a webhook delivery", e)
+        except Exception as e:
             log.warning("webhook of turn %s: %r; it will be retried", turn_id, e, extra=turn_fields(turn_id=turn_id))
         finally:
             self._busy.pop(turn_id, None)
@@ -125,5 +123,5 @@ class WebhookSender:
         if not ok:
             log.info(
                 "webhook of turn %s attempt %d: %s -> %s", d.turn_id, d.attempt, status_code or error, outcome,
-                extra=turn_fields(turn_id=d.turn_id),
+                extra=turn_fields(rec.get("session"), d.turn_id, int(rec.get("attempts") or 0)),
             )  # fmt: skip

@@ -18,6 +18,7 @@ from bench.scenarios import (
     b9_openai_cpu,
     b10_stop,
     b12_budget,
+    b13_ops_cost,
 )
 
 
@@ -43,4 +44,5 @@ SCENARIOS: list[Scenario] = [
     b9_openai_cpu,
     b10_stop,
     b12_budget,
+    b13_ops_cost,
 ]

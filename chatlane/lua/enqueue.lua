@@ -59,6 +59,7 @@ local channel_prefix = ARGV[20] -- stop channels (stop_request.lua)
 local tenant        = ARGV[21]
 local max_queued    = tonumber(ARGV[22])  -- the tenant's queued + running turns; 0: no limit
 local per_min       = tonumber(ARGV[23])  -- the tenant's new turns a minute (burst: as many); 0: no limit
+local trace         = ARGV[24] -- the enqueue span's W3C traceparent (chatlane/tracing.py) or ""
 
 if idem ~= "" then
   local existing = redis.call("GET", idem_key)
@@ -132,6 +133,9 @@ if max_queued > 0 then
 end
 if metadata ~= "" then
   redis.call("HSET", turn_key, "metadata", metadata)
+end
+if trace ~= "" then
+  redis.call("HSET", turn_key, "trace", trace)
 end
 local delay_ms = 0
 if on_busy == "coalesce" then

@@ -61,13 +61,15 @@ class Enqueue:
         expires_after_ms: int = 0,
         max_queued: int = 0,
         turns_per_min: int = 0,
+        trace: str = "",
     ) -> Accepted | Joined | Duplicate:
         """Raises QueueFull, SessionBusy (``on_busy=reject``) or TenantQuotaExceeded (the tenant has
         ``max_queued`` turns queued or running, or has used its ``turns_per_min``; 0: no limit),
         nothing written; ReplicationTimeout when the turn (new, joined or repeated) is on the primary
         but not yet on enough replicas. ``session``: whose namespace the turn goes into.
         ``metadata``: the turn's metadata as compact JSON (``validate_metadata``), or "".
-        ``expires_after_ms``: the turn ends expired if not begun by then (0: no deadline)."""
+        ``expires_after_ms``: the turn ends expired if not begun by then (0: no deadline).
+        ``trace``: the W3C traceparent the worker continues (chatlane/tracing.py), or ""."""
         session_id = session.scoped
         k, s, sk, tk = self._keys, self._settings, self._keys.session(session_id), self._keys.tenant(session.tenant)
         # With no key the script never touches KEYS[4]; any key of the session's slot will do.
@@ -80,7 +82,7 @@ class Enqueue:
                   job.expires_ms, metadata, webhook_url or "", on_busy.value, expires_after_ms,
                   s.coalesce_window_ms, s.coalesce_max_wait_ms, s.coalesce_max_texts, k.turn_prefix,
                   k.stream_suffix, s.turn_ttl_ms, s.stream_ttl_ms, k.stop_channel_prefix, session.tenant, max_queued,
-                  turns_per_min],
+                  turns_per_min, trace],
         )  # fmt: skip
         if status == "full":
             raise QueueFull(session.session_id, max_waiting)
