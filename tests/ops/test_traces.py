@@ -37,12 +37,17 @@ def otel_env(path: Path) -> dict[str, str]:
     return {"OTEL_TRACES_EXPORTER": "chatlane_file", PATH_ENV: str(path), "OTEL_BSP_SCHEDULE_DELAY": "100"}
 
 
+API_KEY = "trace-key"
+
+
 @pytest.fixture
 def api_process(redis_server: RedisServer, fleet: Fleet, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``uvicorn producer.api:app`` in its own process with tracing on: (base URL, span file)."""
     spans = tmp_path / "api-spans.jsonl"
     port = free_port()
-    env = worker_env(redis_server.url, fleet.prefix, {"CHATLANE_TRACING": "on", **otel_env(spans)})
+    env = worker_env(
+        redis_server.url, fleet.prefix, {"CHATLANE_TRACING": "on", "CHATLANE_API_KEYS": API_KEY, **otel_env(spans)}
+    )
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "producer.api:app", "--host", "127.0.0.1", "--port", str(port)],
@@ -88,7 +93,7 @@ async def test_an_http_requests_trace_continues_in_the_worker(
     worker_spans = tmp_path / "worker-spans.jsonl"
     (worker,) = fleet.start(1, tracing="on", raw_env=otel_env(worker_spans))
     s = sid("trace")
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         r = await client.post(
             f"/v1/sessions/{s}/turns", json={"text": "!fail=1 hello"},  # attempt 1 fails: two model spans
             headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN}-01"},
