@@ -109,6 +109,16 @@ class Keys:
         """STREAM of token chunks of a turn (replayable by late readers)."""
         return f"{self.turn_prefix}{turn_id}{self.stream_suffix}"
 
+    @property
+    def stream_channels(self) -> str:
+        """Pub/sub pattern of the channels that say "this turn's stream has new entries".
+
+        A script that adds to a turn's stream PUBLISHes on a channel named like the stream key itself
+        (publish_chunks.lua, end_turn.lua), so no script needs the channel as another argument; one
+        PSUBSCRIBE per API process (producer/stream_hub.py) hears every stream. Only stream keys end
+        with ``stream_suffix`` among the channels chatlane publishes on."""
+        return f"{self.prefix}:*{self.stream_suffix}"
+
     def session(self, session_id: str) -> SessionKeys:
         base = f"{self.prefix}:{{{session_id}}}"
         return SessionKeys(

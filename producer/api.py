@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from chatlane.export import SessionExport
 from chatlane.keys import WORKER_HEARTBEAT_S
@@ -33,7 +34,9 @@ from producer.api_schemas import (
 )
 from producer.client import ChatProducer
 from producer.metrics import render
+from producer.request_tenant import tenant_of
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
+from producer.stream_hub import StreamHub
 
 log = logging.getLogger("chatlane.api")
 
@@ -156,7 +159,14 @@ def v1_router(auth: bool) -> APIRouter:
                 "`error` {code, message}; `id:` is resumable with Last-Event-ID",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
-            **error_responses(*((401, 404, 422, 503) if auth else (404, 422, 503)), by_ref=True),
+            **error_responses(
+                *((401, 404, 422, 429, 503) if auth else (404, 422, 429, 503)),
+                by_ref=True,
+                describe={
+                    429: "too many open streams: CHATLANE_MAX_STREAMS in this server, or "
+                    "CHATLANE_MAX_STREAMS_PER_TENANT of the caller's tenant (`stream_limit`)"
+                },
+            ),
         },
     )
     async def stream_turn(
@@ -168,10 +178,22 @@ def v1_router(auth: bool) -> APIRouter:
         ] = "",
     ) -> EventStreamResponse:
         """Replays from the start (or after Last-Event-ID), then follows live until the turn ends."""
-        await producer.status(turn_id)  # 404 as JSON before the stream starts
-        frames = turn_events(producer, turn_id, last_event_id, request.app.state.keepalive_s)
-        # X-Accel-Buffering: nginx would otherwise hold chunks back.
-        return EventStreamResponse(frames, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        hub: StreamHub = request.app.state.stream_hub
+        slot = hub.admit(tenant_of(request))  # 429 as JSON before the stream starts
+        try:
+            async with hub.reading():
+                await producer.status(turn_id)  # 404 as JSON before the stream starts
+        except BaseException:
+            slot.release()
+            raise
+        frames = turn_events(producer, hub, turn_id, last_event_id, request.app.state.keepalive_s, slot)
+        # X-Accel-Buffering: nginx would otherwise hold chunks back. The background task frees the
+        # slot also when the client went away while the frames were not being iterated.
+        return EventStreamResponse(
+            frames,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(slot.release),
+        )
 
     @v1.get("/sessions/{session_id}/messages", summary="A session's history", responses=error_responses(422))
     async def list_messages(
@@ -250,7 +272,15 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
             log.warning("CHATLANE_API_KEYS is not set: the /v1 API accepts requests from anyone who can reach it")
         async with ChatProducer(settings=s) as producer:
             app.state.producer = producer
-            yield
+            hub = StreamHub(
+                producer.redis, producer.keys, max_streams=s.max_streams, max_per_tenant=s.max_streams_per_tenant
+            )
+            app.state.stream_hub = hub
+            await hub.start()
+            try:
+                yield
+            finally:
+                await hub.stop()
 
     app = FastAPI(
         title="chatlane",
