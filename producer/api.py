@@ -179,13 +179,9 @@ def v1_router(auth: bool) -> APIRouter:
     ) -> EventStreamResponse:
         """Replays from the start (or after Last-Event-ID), then follows live until the turn ends."""
         hub: StreamHub = request.app.state.stream_hub
+        async with hub.reading():
+            await producer.status(turn_id)  # 404 as JSON before the stream starts
         slot = hub.admit(tenant_of(request))  # 429 as JSON before the stream starts
-        try:
-            async with hub.reading():
-                await producer.status(turn_id)  # 404 as JSON before the stream starts
-        except BaseException:
-            slot.release()
-            raise
         frames = turn_events(producer, hub, turn_id, last_event_id, request.app.state.keepalive_s, slot)
         # X-Accel-Buffering: nginx would otherwise hold chunks back. The background task frees the
         # slot also when the client went away while the frames were not being iterated.

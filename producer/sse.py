@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 
-from chatlane.errors import ChatlaneError, InvalidInput
+from chatlane.errors import ChatlaneError, InvalidInput, TurnNotFound
 from chatlane.stream import EventType, Replay, StreamEvent
 from producer.client import ChatProducer
 from producer.stream_hub import BATCH, Slot, StreamHub
@@ -72,9 +72,14 @@ async def turn_events(
     try:
         async with hub.follow(producer.keys.stream(turn_id)) as follower:
             last = "0-0"
-            check = True  # the first read, and every tick: has the stream expired (or the turn gone)?
+            first, tick = True, False
             while True:
-                events = await hub.read(follower, last)
+                if tick:  # also: is the turn still there (a deleted session's turns are not)?
+                    events, exists = await hub.read_and_check(follower, last, producer.keys.turn(turn_id))
+                    if not exists:
+                        raise TurnNotFound(turn_id)
+                else:
+                    events = await hub.read(follower, last)
                 for ev in events:
                     eid = entry_id(ev.id)
                     fresh = eid > cursor
@@ -92,19 +97,18 @@ async def turn_events(
                     last = events[-1].id
                     if len(events) == BATCH:
                         continue  # more to read: at the client's pace, never ahead of it
-                elif check:
+                elif first:  # nothing yet: has the turn ended and its stream expired?
                     async with hub.reading():
                         st = await producer.status(turn_id)
                         gone = st.state.terminal and not await producer.redis.exists(follower.key)
                     if gone:
                         yield frame("end", st.model_dump_json())
                         return
-                check = False
-                if not await follower.wait(keepalive_s):
-                    # A keepalive tick: also notices a client that went away, and re-reads in
-                    # case a notification was missed.
+                first = False
+                tick = not await follower.wait(keepalive_s)
+                if tick:
+                    # Also notices a client that went away; the next read catches a missed notification.
                     yield KEEPALIVE
-                    check = True
     except ChatlaneError as e:
         yield frame("error", json.dumps({"code": e.code, "message": str(e)}))
     finally:

@@ -148,6 +148,16 @@ class StreamHub:
             raw = await self.redis.xrange(follower.key, min=f"({after}", count=BATCH)
         return [StreamEvent.parse(i, f) for i, f in raw]
 
+    async def read_and_check(self, follower: Follower, after: str, record: str) -> tuple[list[StreamEvent], bool]:
+        """``read``, and whether the key ``record`` (the turn's record) still exists, in one round
+        trip: what an idle stream costs per keepalive tick."""
+        follower.woken.clear()
+        async with self.reading(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(follower.key, min=f"({after}", count=BATCH)
+            pipe.exists(record)
+            raw, exists = await pipe.execute()
+        return [StreamEvent.parse(i, f) for i, f in raw], bool(exists)
+
     def buffered(self) -> int:
         """Entries the hub holds for followers: none by construction (bench B11 and the tests
         report it next to the process memory)."""
