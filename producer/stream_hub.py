@@ -139,7 +139,8 @@ class StreamHub:
             try:
                 yield
             except REDIS_DOWN as e:
-                raise RedisUnavailable(f"Redis is unavailable: {e}") from e
+                # Not the exception's text: it names Redis's host and port, which is no client's business.
+                raise RedisUnavailable("Redis is unavailable") from e
 
     async def read(self, follower: Follower, after: str) -> list[StreamEvent]:
         """Up to BATCH entries of the follower's stream after entry id ``after`` ("0-0": all)."""

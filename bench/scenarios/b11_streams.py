@@ -1,14 +1,16 @@
 """B11 streams at scale: 5,000 open SSE streams on one API process.
 
-One ``uvicorn producer.api:app`` process (as the Procfile runs it) and, in this process, raw
-asyncio sockets as its SSE clients. No worker runs: the turns stay queued and this process plays
-the model, writing each chunk with the worker's own script (``PublishChunks``, publish_chunks.lua),
-so "chunk written" and "SSE client received it" share one clock.
+Two ``uvicorn producer.api:app`` processes (as the Procfile runs it) on one Redis and, in this
+process, raw asyncio sockets as their SSE clients. No worker runs: the turns stay queued and this
+process plays the model, writing each chunk with the worker's own script (``PublishChunks``,
+publish_chunks.lua), so "chunk written" and "SSE client received it" share one clock.
 
-1. One measured stream open alone: latency of chunks written at random moments (the reference).
-2. 5,000 more streams open on other turns and stay idle; the same measured stream again.
-   Meanwhile: the Redis connections the API process holds (CLIENT LIST entries whose address is
-   one of the process's own sockets), and its RSS before and after the idle streams opened.
+- "crowd" holds 5,000 idle streams on other turns besides its measured stream: the Redis
+  connections it holds (CLIENT LIST entries whose address is one of the process's own sockets),
+  and its RSS before and after the idle streams opened.
+- "alone" serves only its measured stream: the reference. Latency samples alternate between the
+  two measured streams in random order, chunks written at random moments, so the machine's other
+  load hits both sides alike.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ OPEN_AT_ONCE = 100  # connection attempts in flight while the idle streams open
 
 def shape(quick: bool) -> tuple[int, int]:
     """(idle streams, latency samples per phase)."""
-    return (200, 40) if quick else (5000, 400)
+    return (200, 50) if quick else (5000, 1000)
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -141,24 +143,16 @@ async def open_stream(port: int, turn_id: str) -> tuple[asyncio.StreamReader, as
     return reader, writer
 
 
-async def latencies(
-    publish: PublishChunks, stream_key: str, reader: asyncio.StreamReader, samples: int, tag: str
-) -> list[float]:
+async def latency(publish: PublishChunks, stream_key: str, reader: asyncio.StreamReader, marker: str) -> float:
     """ms from a chunk's write (the script call starts) to the client reading its frame."""
-    out: list[float] = []
-    for i in range(samples):
-        await asyncio.sleep(random.uniform(0.002, 0.01))
-        marker = f"{tag}-{i}".encode()
-        t0 = time.perf_counter()
-        await publish({stream_key: [chunk_fields(1, marker.decode())]}, 600_000)
-        while True:
-            line = await reader.readline()
-            if not line:
-                raise RuntimeError("the measured stream closed")
-            if line.startswith(b"data:") and marker in line:
-                break
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+    t0 = time.perf_counter()
+    await publish({stream_key: [chunk_fields(1, marker)]}, 600_000)
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise RuntimeError("the measured stream closed")
+        if line.startswith(b"data:") and marker.encode() in line:
+            return (time.perf_counter() - t0) * 1000
 
 
 async def open_many(port: int, turns: list[str]) -> list[asyncio.StreamWriter]:
@@ -180,46 +174,54 @@ async def open_many(port: int, turns: list[str]) -> list[asyncio.StreamWriter]:
 
 
 async def one_repeat(bench: Bench, r: int, idle: int, n: int) -> Sample:
-    """Single stream, then with ``idle`` more open, then single again once they closed: the
-    reference is both single phases together, so drift on a shared machine hits both sides."""
+    """Two API processes side by side: one serves only the measured stream, the other ``idle``
+    open streams besides its measured one. Samples alternate between the two (in random order),
+    so whatever else the machine does at a moment hits both sides alike."""
     prefix = new_prefix("b11")
     env = worker_env(bench.server.url, prefix, {"CHATLANE_API_KEYS": KEY, "CHATLANE_MAX_STREAMS": str(idle + 100)})
-    api = Api(env, bench.log_dir / f"b11-uvicorn-{r}.log")
+    alone = Api(env, bench.log_dir / f"b11-uvicorn-{r}-alone.log")
+    crowd = Api(env, bench.log_dir / f"b11-uvicorn-{r}-crowd.log")
     writers: list[asyncio.StreamWriter] = []
     try:
-        await api.ready()
-        pid = api.proc.pid
+        await alone.ready()
+        await crowd.ready()
+        pid = crowd.proc.pid
         async with ChatProducer(settings=Settings(redis_url=bench.server.url, key_prefix=prefix)) as producer:
             publish = PublishChunks(producer.redis)
-            measured = (await producer.enqueue(f"{prefix}-measured", "hello")).turn_id
             turns: list[str] = []
             for start in range(0, idle, 500):
                 batch = range(start, min(idle, start + 500))
                 turns += [t.turn_id for t in await asyncio.gather(*(producer.enqueue(f"s{i}", "hi") for i in batch))]
-            reader, writer = await open_stream(api.port, measured)
-            writers.append(writer)
-            key = producer.keys.stream(measured)
-            await latencies(publish, key, reader, 20, "warm")
-            single = await latencies(publish, key, reader, n // 2, "one")
+            sides = {}
+            for name, api in (("one", alone), ("many", crowd)):
+                measured = (await producer.enqueue(f"{prefix}-{name}", "hello")).turn_id
+                reader, writer = await open_stream(api.port, measured)
+                writers.append(writer)
+                sides[name] = (producer.keys.stream(measured), reader)
+            for k in range(20):  # warm-up
+                for name, (key, reader) in sides.items():
+                    await latency(publish, key, reader, f"warm-{name}-{k}")
             clients_one = await redis_clients_of(bench.redis, pid)
             rss_before = rss_bytes(pid)
             began = time.monotonic()
-            idle_conns = await open_many(api.port, turns)
-            writers += idle_conns
+            writers += await open_many(crowd.port, turns)
             opened_s = time.monotonic() - began
             clients_opened = await redis_clients_of(bench.redis, pid)
             await asyncio.sleep(1.0)  # let the openings' garbage go
             rss_after = rss_bytes(pid)
-            many = await latencies(publish, key, reader, n, "many")
+            got: dict[str, list[float]] = {"one": [], "many": []}
+            for k in range(n):
+                for name in random.sample(list(sides), 2):
+                    await asyncio.sleep(random.uniform(0.001, 0.005))
+                    key, reader = sides[name]
+                    got[name].append(await latency(publish, key, reader, f"{name}-{k}"))
             clients_many = await redis_clients_of(bench.redis, pid)
-            for w in idle_conns:
-                w.close()
-            await asyncio.sleep(1.0)
-            single += await latencies(publish, key, reader, n - n // 2, "again")
     finally:
         for w in writers:
             w.close()
-        api.stop()
+        alone.stop()
+        crowd.stop()
+    single, many = got["one"], got["many"]
     return {
         "idle": float(idle),
         "clients.one": float(clients_one),
@@ -254,7 +256,7 @@ def rows(m: Sample, quick: bool) -> list[Row]:
             f"{fmt(m['idle'])} open SSE streams on one API process (uvicorn): Redis connections the process holds "
             "(CLIENT LIST ∩ its sockets)",
             f"{fmt(m['clients.many'])} connections",
-            f"one open stream: {fmt(m['clients.one'])}",
+            f"before the streams opened: {fmt(m['clients.one'])}",
             "",
             Target("<=", 10.0, "≤ 10"),
             m["clients.many"],
@@ -271,7 +273,8 @@ def rows(m: Sample, quick: bool) -> list[Row]:
             f"… chunk written (publish_chunks.lua) → the SSE client reads it, with the streams open "
             f"({n} chunks at random moments)",
             f"p99 {ms(m['many.p99'])} (p50 {ms(m['many.p50'])})",
-            f"the stream open alone, before and after: p99 {ms(m['one.p99'])} (p50 {ms(m['one.p50'])})",
+            f"another API process serving only its measured stream, samples interleaved: "
+            f"p99 {ms(m['one.p99'])} (p50 {ms(m['one.p50'])})",
             f"p99 {m['p99.delta']:+.2f} ms",
             Target("<=", 2.0, "p99 ≤ one stream's + 2 ms"),
             m["p99.delta"],

@@ -26,6 +26,7 @@ from bench.scenarios.b11_streams import open_stream, redis_clients_of, rss_bytes
 from chatlane.scripts.publish import PublishChunks
 from chatlane.stream import chunk_fields
 from devkit.api_server import ServedApp
+from devkit.http_client import parse_sse
 from devkit.processes import worker_env
 from devkit.redis_server import RedisServer
 from producer import ChatProducer, Settings
@@ -293,3 +294,58 @@ async def test_a_slow_reader_does_not_make_the_server_buffer_its_stream(
             # The bytes read slowly were skipped above; from there on every chunk, in order.
             assert seen and seen == list(range(seen[0], chunks)), (seen[:3], seen[-3:], len(seen))
             assert seen[0] < chunks // 2
+
+
+async def test_after_a_redis_restart_streams_resume_from_last_event_id_and_the_hub_listens_again(
+    tmp_path: Path,
+) -> None:
+    """Redis restarts (with its data, appendonly): a stream cut by the outage ends with an error
+    event; the client resumes with Last-Event-ID and gets exactly the entries after it, live. The
+    keepalive is far beyond the client's patience, so the live ones can only come through the
+    hub's new subscription."""
+    with RedisServer(appendfsync="always") as redis:
+        settings = Settings(redis_url=redis.url, key_prefix=new_prefix())
+        app = create_app(settings, keepalive_s=300)
+        with ServedApp(app) as server:
+            async with (
+                ChatProducer(settings=settings) as producer,
+                httpx.AsyncClient(base_url=server.base_url, timeout=20) as h,
+            ):
+                tid = (await producer.enqueue(sid(), "hello")).turn_id
+                key = producer.keys.stream(tid)
+                publish = PublishChunks(producer.redis)
+                seen: list[tuple[str, str | None]] = []
+
+                async def follow(last: str | None, until: str) -> None:
+                    headers = {"Last-Event-ID": last} if last else {}
+                    async with h.stream("GET", f"/v1/turns/{tid}/stream", headers=headers) as resp:
+                        assert resp.status_code == 200
+                        async for ev in parse_sse(resp.aiter_lines()):
+                            seen.append((ev.event, ev.data if ev.event != "chunk" else json.loads(ev.data)["text"]))
+                            ids.append(ev.id)
+                            if len(seen) == 2:
+                                two_seen.set()
+                            if ev.event == until or ev.event == "error":
+                                return
+
+                ids: list[str | None] = []
+                two_seen = asyncio.Event()
+                first = asyncio.create_task(follow(None, "error"))
+                await asyncio.sleep(0.3)
+                for text in ("one ", "two "):
+                    await publish({key: [chunk_fields(1, text)]}, TTL_MS)
+                await asyncio.wait_for(two_seen.wait(), 20)
+                redis.stop()
+                redis.start()
+                await asyncio.wait_for(first, 20)
+                assert [e for e, _ in seen] == ["chunk", "chunk", "error"], seen
+                hub = app.state.stream_hub
+                resumed = asyncio.create_task(follow(ids[1], "end"))
+                await asyncio.sleep(0.3)
+                for text in ("three ", "four "):
+                    await publish({key: [chunk_fields(1, text)]}, TTL_MS)
+                await producer.cancel(tid)
+                await asyncio.wait_for(resumed, 20)
+                assert [d for e, d in seen if e == "chunk"] == ["one ", "two ", "three ", "four "]
+                assert seen[-1][0] == "end" and json.loads(str(seen[-1][1]))["state"] == "cancelled"
+                assert hub.reconnects >= 1 and hub.listening.is_set()
