@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 
 from chatlane.errors import ChatlaneError, InvalidInput, TurnNotFound
@@ -72,12 +73,24 @@ async def turn_events(
     try:
         async with hub.follow(producer.keys.stream(turn_id)) as follower:
             last = "0-0"
-            first, tick = True, False
+            check = first = True  # check: the first read and every tick; is the turn still there?
+            due: float | None = None  # epoch s a queued turn expires if no worker starts it
             while True:
-                if tick:  # also: is the turn still there (a deleted session's turns are not)?
-                    events, exists = await hub.read_and_check(follower, last, producer.keys.turn(turn_id))
-                    if not exists:
+                if check:
+                    events, state, expires_ms = await hub.read_and_check(follower, last, producer.keys.turn(turn_id))
+                    if state is None:  # gone (its session was deleted)
                         raise TurnNotFound(turn_id)
+                    due = expires_ms / 1000 if state == "queued" and expires_ms else None
+                    if not events and (first or (due is not None and time.time() >= due)):
+                        # Nothing yet: the turn may have ended long ago (its stream expired), or be
+                        # past its start deadline with no worker to expire it (status does then).
+                        async with hub.reading():
+                            st = await producer.status(turn_id)
+                            gone = st.state.terminal and not await producer.redis.exists(follower.key)
+                        if gone:
+                            yield frame("end", st.model_dump_json())
+                            return
+                    first = False
                 else:
                     events = await hub.read(follower, last)
                 for ev in events:
@@ -96,18 +109,12 @@ async def turn_events(
                 if events:
                     last = events[-1].id
                     if len(events) == BATCH:
+                        check = False
                         continue  # more to read: at the client's pace, never ahead of it
-                elif first:  # nothing yet: has the turn ended and its stream expired?
-                    async with hub.reading():
-                        st = await producer.status(turn_id)
-                        gone = st.state.terminal and not await producer.redis.exists(follower.key)
-                    if gone:
-                        yield frame("end", st.model_dump_json())
-                        return
-                first = False
-                tick = not await follower.wait(keepalive_s)
-                if tick:
-                    # Also notices a client that went away; the next read catches a missed notification.
+                wait_s = keepalive_s if due is None else min(keepalive_s, max(0.0, due - time.time()) + 0.01)
+                check = not await follower.wait(wait_s)
+                if check:
+                    # A tick: also notices a client that went away; the read catches a missed notification.
                     yield KEEPALIVE
     except ChatlaneError as e:
         yield frame("error", json.dumps({"code": e.code, "message": str(e)}))

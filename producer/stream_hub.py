@@ -149,15 +149,17 @@ class StreamHub:
             raw = await self.redis.xrange(follower.key, min=f"({after}", count=BATCH)
         return [StreamEvent.parse(i, f) for i, f in raw]
 
-    async def read_and_check(self, follower: Follower, after: str, record: str) -> tuple[list[StreamEvent], bool]:
-        """``read``, and whether the key ``record`` (the turn's record) still exists, in one round
-        trip: what an idle stream costs per keepalive tick."""
+    async def read_and_check(
+        self, follower: Follower, after: str, record: str
+    ) -> tuple[list[StreamEvent], str | None, int | None]:
+        """``read``, plus the state and the start deadline (epoch ms) of the turn record ``record``
+        (state None: the record is gone), in one round trip: what an idle stream costs per tick."""
         follower.woken.clear()
         async with self.reading(), self.redis.pipeline(transaction=False) as pipe:
             pipe.xrange(follower.key, min=f"({after}", count=BATCH)
-            pipe.exists(record)
-            raw, exists = await pipe.execute()
-        return [StreamEvent.parse(i, f) for i, f in raw], bool(exists)
+            pipe.hmget(record, ["state", "expires"])
+            raw, (state, expires) = await pipe.execute()
+        return [StreamEvent.parse(i, f) for i, f in raw], state, int(expires) if expires else None
 
     def buffered(self) -> int:
         """Entries the hub holds for followers: none by construction (bench B11 and the tests
