@@ -19,6 +19,7 @@ the server notices a client that went away.
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -75,6 +76,7 @@ async def turn_events(
             last = "0-0"
             check = first = True  # check: the first read and every tick; is the turn still there?
             due: float | None = None  # epoch s a queued turn expires if no worker starts it
+            first_wait = True
             while True:
                 if check:
                     events, state, expires_ms = await hub.read_and_check(follower, last, producer.keys.turn(turn_id))
@@ -111,7 +113,13 @@ async def turn_events(
                     if len(events) == BATCH:
                         check = False
                         continue  # more to read: at the client's pace, never ahead of it
-                wait_s = keepalive_s if due is None else min(keepalive_s, max(0.0, due - time.time()) + 0.01)
+                # The first tick comes at a random point of the interval: streams opened together
+                # (a reconnect storm, a benchmark) would otherwise tick together for good, and each
+                # tick's read and write, all at once, stall every other stream of the process.
+                wait_s = keepalive_s * random.uniform(0.5, 1.0) if first_wait else keepalive_s
+                first_wait = False
+                if due is not None:
+                    wait_s = min(wait_s, max(0.0, due - time.time()) + 0.01)
                 check = not await follower.wait(wait_s)
                 if check:
                     # A tick: also notices a client that went away; the read catches a missed notification.

@@ -1,11 +1,12 @@
 """One Redis reader per API process for every open SSE stream, and the caps on open streams.
 
 A stream used to hold its own Redis connection in a blocking XREAD, so N idle streams were N Redis
-clients. Here the hub holds ONE pub/sub connection (PSUBSCRIBE ``Keys.stream_channels``: every
-script that adds to a turn's stream publishes on a channel named like the stream key) and wakes
-the followers of that key. A follower then reads its new entries itself with a non-blocking XRANGE
-on the shared pool, at most ``BATCH`` entries at a time, only when its client took the previous
-batch (the ASGI ``send`` waits while the socket is full). So a slow reader costs at most one
+clients. Here the hub holds ONE pub/sub connection (PSUBSCRIBE ``Keys.stream_channels``: the
+scripts that add chunks, tool events and the end to a turn's stream publish on a channel named like
+the stream key; a retry's ``reset`` entry, written by begin_head.lua, goes out with the chunk or
+end after it) and wakes the followers of that key. A follower then reads its new entries itself
+with a non-blocking XRANGE on the shared pool, at most ``BATCH`` entries at a time, only when its
+client took the previous batch (the ASGI ``send`` waits while the socket is full). So a slow reader costs at most one
 batch, and the hub buffers nothing: a notification is a flag, not the data.
 
 Nothing depends on a notification arriving: a follower reads once when it starts, again after
@@ -160,11 +161,6 @@ class StreamHub:
             pipe.hmget(record, ["state", "expires"])
             raw, (state, expires) = await pipe.execute()
         return [StreamEvent.parse(i, f) for i, f in raw], state, int(expires) if expires else None
-
-    def buffered(self) -> int:
-        """Entries the hub holds for followers: none by construction (bench B11 and the tests
-        report it next to the process memory)."""
-        return 0
 
     def _wake(self, key: str) -> None:
         for f in self.followers.get(key, ()):
