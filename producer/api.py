@@ -180,9 +180,11 @@ def v1_router(auth: bool) -> APIRouter:
         """Replays from the start (or after Last-Event-ID), then follows live until the turn ends."""
         hub: StreamHub = request.app.state.stream_hub
         async with hub.reading():
-            await producer.status(turn_id)  # 404 as JSON before the stream starts
+            st = await producer.status(turn_id)  # 404 as JSON before the stream starts
         slot = hub.admit(tenant_of(request))  # 429 as JSON before the stream starts
-        frames = turn_events(producer, hub, turn_id, last_event_id, request.app.state.keepalive_s, slot)
+        frames = turn_events(
+            producer, hub, turn_id, last_event_id, request.app.state.keepalive_s, slot, ended=st.state.terminal
+        )
         # X-Accel-Buffering: nginx would otherwise hold chunks back. The background task frees the
         # slot also when the client went away while the frames were not being iterated.
         return EventStreamResponse(

@@ -62,8 +62,12 @@ async def turn_events(
     last_event_id: str | None,
     keepalive_s: float,
     slot: Slot | None = None,
+    ended: bool = True,
 ) -> AsyncIterator[str]:
     """SSE frames for one turn, from just after ``last_event_id`` (or the start) to its end.
+
+    ``ended``: False if the caller just saw the turn not ended yet; then an empty stream at the
+    first read cannot be one that expired after the end (that saves a status read per stream).
 
     The stream's entries are read in batches of at most BATCH, the next batch only once the
     client has taken the frames of this one (see producer/stream_hub.py)."""
@@ -83,7 +87,7 @@ async def turn_events(
                     if state is None:  # gone (its session was deleted)
                         raise TurnNotFound(turn_id)
                     due = expires_ms / 1000 if state == "queued" and expires_ms else None
-                    if not events and (first or (due is not None and time.time() >= due)):
+                    if not events and ((first and ended) or (due is not None and time.time() >= due)):
                         # Nothing yet: the turn may have ended long ago (its stream expired), or be
                         # past its start deadline with no worker to expire it (status does then).
                         async with hub.reading():
