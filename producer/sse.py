@@ -96,6 +96,8 @@ async def turn_events(
                         if gone:
                             yield frame("end", st.model_dump_json())
                             return
+                        if due is not None and time.time() >= due:
+                            due = time.time() + 1.0  # Redis's clock decides (expire.lua): ask again in 1 s
                     first = False
                 else:
                     events = await hub.read(follower, last)

@@ -39,7 +39,8 @@ BATCH = 100
 # Follower reads in flight at once, process-wide: what bounds the pool connections streams use
 # (one pub/sub connection + READERS), however many streams open or wake together.
 READERS = 4
-# A listen call returns this often with nothing heard, so a hub stop is seen without waiting.
+# A listen call returns None after this long with nothing heard. Not "wait forever": redis-py
+# then reads with the socket timeout, and an idle pub/sub connection would fail every few seconds.
 LISTEN_S = 5.0
 RECONNECT_MAX_S = 2.0
 
