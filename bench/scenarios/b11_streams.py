@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
+from bench.cpu import CpuMeter
 from bench.env import Bench, new_prefix
 from bench.report import Row, Sample, Target, fmt
 from bench.stats import percentile
@@ -45,6 +46,11 @@ OPEN_AT_ONCE = 100  # connection attempts in flight while the idle streams open
 def shape(quick: bool) -> tuple[int, int]:
     """(idle streams, latency samples per phase)."""
     return (200, 50) if quick else (5000, 1000)
+
+
+def idle_s(quick: bool) -> float:
+    """How long the idle CPU is measured: one keepalive interval (15 s), every stream ticks once."""
+    return 2.0 if quick else 15.0
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -209,6 +215,11 @@ async def one_repeat(bench: Bench, r: int, idle: int, n: int) -> Sample:
             clients_opened = await redis_clients_of(bench.redis, pid)
             await asyncio.sleep(1.0)  # let the openings' garbage go
             rss_after = rss_bytes(pid)
+            # Idle: what the open streams cost with nothing to send (keepalive ticks, each a frame
+            # and one round trip), against the process serving one stream.
+            idle_cpu = {name: CpuMeter(api.proc.pid) for name, api in (("one", alone), ("many", crowd))}
+            await asyncio.sleep(idle_s(bench.quick))
+            cpu = {name: m.share() for name, m in idle_cpu.items()}
             got: dict[str, list[float]] = {"one": [], "many": []}
             for k in range(n):
                 for name in random.sample(list(sides), 2):
@@ -230,6 +241,8 @@ async def one_repeat(bench: Bench, r: int, idle: int, n: int) -> Sample:
         "rss.after": rss_after / 1e6,
         "per_stream_kb": (rss_after - rss_before) / idle / 1024,
         "open_s": opened_s,
+        "cpu.one": cpu["one"] * 100,
+        "cpu.many": cpu["many"] * 100,
         "one.p50": percentile(single, 50),
         "one.p99": percentile(single, 99),
         "many.p50": percentile(many, 50),
@@ -266,6 +279,14 @@ def rows(m: Sample, quick: bool) -> list[Row]:
             f"… memory per idle stream (RSS delta / streams; {fmt(m['idle'])} opened in {fmt(m['open_s'], ' s', 1)})",
             f"{fmt(m['per_stream_kb'], ' KiB', 1)}",
             f"RSS {fmt(m['rss.before'], ' MB', 1)} → {fmt(m['rss.after'], ' MB', 1)}",
+            "",
+        ),
+        Row(
+            ID,
+            "… CPU of that process while its streams sit idle (a keepalive frame and one XRANGE + HMGET per "
+            f"stream every 15 s), over {fmt(idle_s(quick))} s",
+            f"{fmt(m['cpu.many'], ' % of a core', 1)}",
+            f"the process serving one stream: {fmt(m['cpu.one'], ' %', 1)}",
             "",
         ),
         Row(
