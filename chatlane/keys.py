@@ -113,10 +113,10 @@ class Keys:
     def stream_channels(self) -> str:
         """Pub/sub pattern of the channels that say "this turn's stream has new entries".
 
-        A script that adds to a turn's stream PUBLISHes on a channel named like the stream key itself
-        (publish_chunks.lua, end_turn.lua), so no script needs the channel as another argument; one
-        PSUBSCRIBE per API process (producer/stream_hub.py) hears every stream. Only stream keys end
-        with ``stream_suffix`` among the channels chatlane publishes on."""
+        The scripts that add chunks, tool events and the end to a turn's stream (publish_chunks.lua,
+        end_turn.lua) PUBLISH on a channel named like the stream key itself, so no script needs the
+        channel as another argument; one PSUBSCRIBE per API process (producer/stream_hub.py) hears
+        every stream. Of the channels chatlane publishes on, only these end with ``stream_suffix``."""
         return f"{self.prefix}:*{self.stream_suffix}"
 
     def session(self, session_id: str) -> SessionKeys:
