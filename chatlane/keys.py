@@ -129,6 +129,16 @@ class Keys:
         """STREAM of token chunks of a turn (replayable by late readers)."""
         return f"{self.turn_prefix}{turn_id}{self.stream_suffix}"
 
+    @property
+    def stream_channels(self) -> str:
+        """Pub/sub pattern of the channels that say "this turn's stream has new entries".
+
+        The scripts that add chunks, tool events and the end to a turn's stream (publish_chunks.lua,
+        end_turn.lua) PUBLISH on a channel named like the stream key itself, so no script needs the
+        channel as another argument; one PSUBSCRIBE per API process (producer/stream_hub.py) hears
+        every stream. Of the channels chatlane publishes on, only these end with ``stream_suffix``."""
+        return f"{self.prefix}:*{self.stream_suffix}"
+
     def session(self, session_id: str) -> SessionKeys:
         """``session_id``: the scoped id (SessionRef.scoped), as workers and turn records carry it."""
         base = f"{self.prefix}:{{{session_id}}}"

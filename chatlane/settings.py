@@ -246,6 +246,18 @@ class LimitsConfig(BaseModel):
     session_idle_ttl_s: float = Field(0, ge=0)
 
 
+class StreamConfig(BaseModel):
+    """Caps on open SSE streams (GET /v1/turns/{id}/stream), per API process: each open stream
+    costs the process a socket and some memory, but no Redis connection (producer/stream_hub.py).
+    A stream over a cap is refused with 429 ``stream_limit`` before it starts."""
+
+    # Open streams in one API process. Bench B11 holds 5,000 on one process.
+    max_streams: int = Field(10_000, ge=1)
+    # Open streams of one tenant in one API process, so one tenant cannot take every slot;
+    # 0 = only max_streams applies.
+    max_streams_per_tenant: int = Field(0, ge=0)
+
+
 class OpsConfig(BaseModel):
     """What operators see: the worker's metrics port and its log format."""
 
@@ -272,6 +284,7 @@ class Settings(
     SteeringConfig,
     ApiConfig,
     LimitsConfig,
+    StreamConfig,
     OpsConfig,
 ):
     # hide_input_in_errors: a rejected value may be a secret (a Redis URL with its password, a key).

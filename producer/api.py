@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from chatlane.export import SessionExport, SessionImported
 from chatlane.keys import WORKER_HEARTBEAT_S
@@ -41,7 +42,9 @@ from producer.api_schemas import (
 )
 from producer.client import ChatProducer
 from producer.metrics import render
+from producer.request_tenant import tenant_of
 from producer.sse import LAST_EVENT_ID_PATTERN, turn_events
+from producer.stream_hub import StreamHub
 from producer.ui_routes import PUBLIC_PATHS, PUBLIC_PREFIXES, install_ui
 
 log = logging.getLogger("chatlane.api")
@@ -153,7 +156,14 @@ def v1_router(auth: bool) -> APIRouter:
                 "`error` {code, message}; `id:` is resumable with Last-Event-ID",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
-            **error_responses(*((401, 404, 422, 503) if auth else (404, 422, 503)), by_ref=True),
+            **error_responses(
+                *((401, 404, 422, 429, 503) if auth else (404, 422, 429, 503)),
+                by_ref=True,
+                describe={
+                    429: "too many open streams: CHATLANE_MAX_STREAMS in this server, or "
+                    "CHATLANE_MAX_STREAMS_PER_TENANT of the caller's tenant (`stream_limit`)"
+                },
+            ),
         },
     )
     async def stream_turn(
@@ -165,10 +175,20 @@ def v1_router(auth: bool) -> APIRouter:
         ] = "",
     ) -> EventStreamResponse:
         """Replays from the start (or after Last-Event-ID), then follows live until the turn ends."""
-        await producer.status(turn_id)  # 404 as JSON before the stream starts
-        frames = turn_events(producer, turn_id, last_event_id, request.app.state.keepalive_s)
-        # X-Accel-Buffering: nginx would otherwise hold chunks back.
-        return EventStreamResponse(frames, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        hub: StreamHub = request.app.state.stream_hub
+        async with hub.reading():
+            st = await producer.status(turn_id)  # 404 as JSON before the stream starts
+        slot = hub.admit(tenant_of(request))  # 429 as JSON before the stream starts
+        frames = turn_events(
+            producer, hub, turn_id, last_event_id, request.app.state.keepalive_s, slot, ended=st.state.terminal
+        )
+        # X-Accel-Buffering: nginx would otherwise hold chunks back. The background task frees the
+        # slot also when the client went away while the frames were not being iterated.
+        return EventStreamResponse(
+            frames,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(slot.release),
+        )
 
     @v1.get("/sessions/{session_id}/messages", summary="A session's history", responses=error_responses(422))
     async def list_messages(
@@ -266,7 +286,15 @@ def create_app(settings: Settings | None = None, *, keepalive_s: float = KEEPALI
                         "probes and docs is refused with 401; configure keys, or set CHATLANE_AUTH=none")  # fmt: skip
         async with ChatProducer(settings=s) as producer:
             app.state.producer = producer
-            yield
+            hub = StreamHub(
+                producer.redis, producer.keys, max_streams=s.max_streams, max_per_tenant=s.max_streams_per_tenant
+            )
+            app.state.stream_hub = hub
+            await hub.start()
+            try:
+                yield
+            finally:
+                await hub.stop()
         shutdown_tracing()
 
     app = FastAPI(

@@ -18,19 +18,17 @@ the server notices a client that went away.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import random
 import re
+import time
 from collections.abc import AsyncIterator
-from typing import TypeVar
 
-from chatlane.errors import ChatlaneError, InvalidInput
-from chatlane.stream import EventType, Replay
+from chatlane.errors import ChatlaneError, InvalidInput, TurnNotFound
+from chatlane.stream import EventType, Replay, StreamEvent
 from producer.api_errors import public_message
 from producer.client import ChatProducer
-
-T = TypeVar("T")
+from producer.stream_hub import BATCH, Slot, StreamHub
 
 _ID = r"[0-9]{1,20}-[0-9]{1,20}"
 # An empty Last-Event-ID means "from the start", as if the header were absent.
@@ -59,68 +57,92 @@ def frame(event: str, data: str, event_id: str | None = None) -> str:
 
 
 async def turn_events(
-    producer: ChatProducer, turn_id: str, last_event_id: str | None, keepalive_s: float
+    producer: ChatProducer,
+    hub: StreamHub,
+    turn_id: str,
+    last_event_id: str | None,
+    keepalive_s: float,
+    slot: Slot | None = None,
+    ended: bool = True,
 ) -> AsyncIterator[str]:
-    """SSE frames for one turn, from just after ``last_event_id`` (or the start) to its end."""
+    """SSE frames for one turn, from just after ``last_event_id`` (or the start) to its end.
+
+    ``ended``: False if the caller just saw the turn not ended yet; then an empty stream at the
+    first read cannot be one that expired after the end (that saves a status read per stream).
+
+    The stream's entries are read in batches of at most BATCH, the next batch only once the
+    client has taken the frames of this one (see producer/stream_hub.py)."""
     cursor = entry_id(last_event_id) if last_event_id else (0, 0)
     # The stream is read from the start even on a resume: which attempt is current depends on
     # entries before the cursor, and a turn's stream is short.
     replay = Replay()
     try:
-        async for ev in with_keepalive(producer.events(turn_id), keepalive_s):
-            if ev is None:
-                yield KEEPALIVE
-                continue
-            eid = entry_id(ev.id)
-            fresh = eid > cursor
-            if ev.type is EventType.end:
-                status = await producer.status(turn_id)
-                # An expired stream yields a synthetic end that repeats an id already seen.
-                yield frame("end", status.model_dump_json(), ev.id if fresh else None)
-                return
-            if not replay.accept(ev) or not fresh:
-                continue
-            cursor = eid
-            if ev.type is EventType.chunk:
-                yield frame("chunk", json.dumps({"text": ev.data, "attempt": ev.attempt}, ensure_ascii=False), ev.id)
-            elif ev.tool is not None:
-                tool = {"name": ev.tool.name, "call_id": ev.tool.call_id, "phase": ev.tool.phase.value,
-                        "attempt": ev.attempt}  # fmt: skip
-                yield frame("tool", json.dumps(tool, ensure_ascii=False), ev.id)
-            else:
-                yield frame("reset", json.dumps({"attempt": ev.attempt}), ev.id)
+        async with hub.follow(producer.keys.stream(turn_id)) as follower:
+            last = "0-0"
+            check = first = True  # check: the first read and every tick; is the turn still there?
+            due: float | None = None  # epoch s a queued turn expires if no worker starts it
+            first_wait = True
+            while True:
+                if check:
+                    events, state, expires_ms = await hub.read_and_check(follower, last, producer.keys.turn(turn_id))
+                    if state is None:  # gone (its session was deleted)
+                        raise TurnNotFound(turn_id)
+                    due = expires_ms / 1000 if state == "queued" and expires_ms else None
+                    if not events and ((first and ended) or (due is not None and time.time() >= due)):
+                        # Nothing yet: the turn may have ended long ago (its stream expired), or be
+                        # past its start deadline with no worker to expire it (status does then).
+                        async with hub.reading():
+                            st = await producer.status(turn_id)
+                            gone = st.state.terminal and not await producer.redis.exists(follower.key)
+                        if gone:
+                            yield frame("end", st.model_dump_json())
+                            return
+                        if due is not None and time.time() >= due:
+                            due = time.time() + 1.0  # Redis's clock decides (expire.lua): ask again in 1 s
+                    first = False
+                else:
+                    events = await hub.read(follower, last)
+                for ev in events:
+                    eid = entry_id(ev.id)
+                    fresh = eid > cursor
+                    if ev.type is EventType.end:
+                        async with hub.reading():
+                            status = await producer.status(turn_id)
+                        # An expired stream yields a synthetic end that repeats an id already seen.
+                        yield frame("end", status.model_dump_json(), ev.id if fresh else None)
+                        return
+                    if not replay.accept(ev) or not fresh:
+                        continue
+                    cursor = eid
+                    yield event_frame(ev)
+                if events:
+                    last = events[-1].id
+                    if len(events) == BATCH:
+                        check = False
+                        continue  # more to read: at the client's pace, never ahead of it
+                # The first tick comes at a random point of the interval: streams opened together
+                # (a reconnect storm, a benchmark) would otherwise tick together for good, and each
+                # tick's read and write, all at once, stall every other stream of the process.
+                wait_s = keepalive_s * random.uniform(0.5, 1.0) if first_wait else keepalive_s
+                first_wait = False
+                if due is not None:
+                    wait_s = min(wait_s, max(0.0, due - time.time()) + 0.01)
+                check = not await follower.wait(wait_s)
+                if check:
+                    # A tick: also notices a client that went away; the read catches a missed notification.
+                    yield KEEPALIVE
     except ChatlaneError as e:
         yield frame("error", json.dumps({"code": e.code, "message": public_message(e)}))
-
-
-async def with_keepalive(source: AsyncIterator[T], every_s: float) -> AsyncIterator[T | None]:
-    """Items of ``source``, and ``None`` whenever ``every_s`` passes without one.
-
-    The pending read is not cancelled on a tick (cancelling a blocking Redis read drops the
-    connection); it is cancelled only when the consumer stops.
-    """
-
-    async def next_item() -> T:
-        return await anext(source)
-
-    pending: asyncio.Task[T] = asyncio.create_task(next_item())
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=every_s)
-            if not done:
-                yield None
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                return
-            yield item
-            pending = asyncio.create_task(next_item())
     finally:
-        if not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pending
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        if slot is not None:
+            slot.release()
+
+
+def event_frame(ev: StreamEvent) -> str:
+    """The frame of a chunk, tool or reset entry the reader accepted."""
+    if ev.type is EventType.chunk:
+        return frame("chunk", json.dumps({"text": ev.data, "attempt": ev.attempt}, ensure_ascii=False), ev.id)
+    if ev.tool is not None:
+        tool = {"name": ev.tool.name, "call_id": ev.tool.call_id, "phase": ev.tool.phase.value, "attempt": ev.attempt}
+        return frame("tool", json.dumps(tool, ensure_ascii=False), ev.id)
+    return frame("reset", json.dumps({"attempt": ev.attempt}), ev.id)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-IDS = ("B1a", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B8 (i)", "B8 (ii)", "B9", "B10", "B12", "B13")
+IDS = ("B1a", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B8 (i)", "B8 (ii)", "B9", "B10", "B11", "B12", "B13")
 
 
 @pytest.mark.timeout(230)

@@ -17,6 +17,7 @@ from bench.scenarios import (
     b8_naive,
     b9_openai_cpu,
     b10_stop,
+    b11_streams,
     b12_budget,
     b13_ops_cost,
 )
@@ -43,6 +44,7 @@ SCENARIOS: list[Scenario] = [
     b8_naive,
     b9_openai_cpu,
     b10_stop,
+    b11_streams,
     b12_budget,
     b13_ops_cost,
 ]

@@ -36,5 +36,6 @@ local function end_turn(turn_key, stream_key, state, field, value, now_ms, turn_
     redis.call("PEXPIRE", key, turn_ttl_ms)
   end
   redis.call("XADD", stream_key, "*", "t", "end", "s", state)
+  redis.call("PUBLISH", stream_key, "end")  -- wakes the stream's followers (chatlane/keys.py, stream_channels)
   redis.call("PEXPIRE", stream_key, stream_ttl_ms)
 end
