@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.scenarios.b11_streams import Api as UvicornApi
 from bench.scenarios.b11_streams import open_stream, redis_clients_of, rss_bytes, socket_inodes
@@ -31,7 +30,6 @@ from devkit.processes import worker_env
 from devkit.redis_server import RedisServer
 from producer import ChatProducer, Settings
 from producer.api import create_app
-from producer.request_tenant import set_tenant
 from tests.conftest import new_prefix, sid
 from tests.http.conftest import Api
 
@@ -148,22 +146,15 @@ async def test_a_write_wakes_an_idle_stream_without_waiting_for_its_keepalive_ti
         slow_tick.stop()
 
 
-class TenantFromHeader:
-    """Stands in for the auth middleware: names the request's tenant from a test header."""
+TENANT_KEYS = "a=key-a,b=key-b,c=key-c,d=key-d"
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"x-test-tenant":
-                    set_tenant(scope, value.decode())
-        await self.app(scope, receive, send)
+def as_tenant(tenant: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer key-{tenant}"}
 
 
 async def refused(h: httpx.AsyncClient, tid: str, tenant: str = "a") -> httpx.Response:
-    resp = await h.get(f"/v1/turns/{tid}/stream", headers={"X-Test-Tenant": tenant})
+    resp = await h.get(f"/v1/turns/{tid}/stream", headers=as_tenant(tenant))
     assert resp.status_code == 429, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     assert resp.json()["code"] == "stream_limit" and resp.headers["retry-after"]
@@ -172,7 +163,7 @@ async def refused(h: httpx.AsyncClient, tid: str, tenant: str = "a") -> httpx.Re
 
 @contextlib.asynccontextmanager
 async def opened(h: httpx.AsyncClient, tid: str, tenant: str = "a") -> AsyncIterator[httpx.Response]:
-    async with h.stream("GET", f"/v1/turns/{tid}/stream", headers={"X-Test-Tenant": tenant}) as resp:
+    async with h.stream("GET", f"/v1/turns/{tid}/stream", headers=as_tenant(tenant)) as resp:
         assert resp.status_code == 200
         yield resp
 
@@ -181,7 +172,7 @@ async def eventually_open(h: httpx.AsyncClient, tid: str, tenant: str = "a", tim
     """A slot is freed when the server notices the close: poll until a stream is admitted again."""
     deadline = time.monotonic() + timeout
     while True:
-        async with h.stream("GET", f"/v1/turns/{tid}/stream", headers={"X-Test-Tenant": tenant}) as resp:
+        async with h.stream("GET", f"/v1/turns/{tid}/stream", headers=as_tenant(tenant)) as resp:
             if resp.status_code == 200:
                 return
             assert resp.status_code == 429
@@ -194,8 +185,10 @@ def capped(redis_server: RedisServer) -> Iterator[Callable[..., tuple[str, Setti
     servers: list[ServedApp] = []
 
     def start(**overrides: object) -> tuple[str, Settings]:
-        settings = Settings(**{"redis_url": redis_server.url, "key_prefix": new_prefix(), **overrides})  # type: ignore[arg-type]
-        server = ServedApp(TenantFromHeader(create_app(settings, keepalive_s=0.2))).start()
+        settings = Settings(
+            **{"redis_url": redis_server.url, "key_prefix": new_prefix(), "api_keys": TENANT_KEYS, **overrides}
+        )  # type: ignore[arg-type]
+        server = ServedApp(create_app(settings, keepalive_s=0.2)).start()
         servers.append(server)
         return server.base_url, settings
 
@@ -209,14 +202,15 @@ async def test_process_stream_cap_answers_429_before_the_stream_and_a_closed_str
 ) -> None:
     url, settings = capped(max_streams=3)
     async with ChatProducer(settings=settings) as producer, httpx.AsyncClient(base_url=url, timeout=20) as h:
-        tid = (await producer.enqueue(sid(), "hi")).turn_id
-        async with opened(h, tid), opened(h, tid, "b"):
-            async with opened(h, tid, "c"):
-                await refused(h, tid)
-                await refused(h, tid, "d")  # every tenant: the cap is the process's
-            await eventually_open(h, tid)
+        # Each tenant streams a turn of its own (another tenant's turn is a 404).
+        tids = {t: (await producer.for_tenant(t).enqueue(sid(), "hi")).turn_id for t in "abcd"}
+        async with opened(h, tids["a"]), opened(h, tids["b"], "b"):
+            async with opened(h, tids["c"], "c"):
+                await refused(h, tids["a"])
+                await refused(h, tids["d"], "d")  # every tenant: the cap is the process's
+            await eventually_open(h, tids["a"])
             # At the cap, an unknown turn is still a 404.
-            assert (await h.get(f"/v1/turns/{'0' * 32}/stream")).status_code == 404
+            assert (await h.get(f"/v1/turns/{'0' * 32}/stream", headers=as_tenant("a"))).status_code == 404
 
 
 async def test_tenant_stream_cap_answers_429_to_that_tenant_only(
@@ -224,13 +218,13 @@ async def test_tenant_stream_cap_answers_429_to_that_tenant_only(
 ) -> None:
     url, settings = capped(max_streams=10, max_streams_per_tenant=2)
     async with ChatProducer(settings=settings) as producer, httpx.AsyncClient(base_url=url, timeout=20) as h:
-        tid = (await producer.enqueue(sid(), "hi")).turn_id
-        async with opened(h, tid, "a"), opened(h, tid, "a"):
-            msg = (await refused(h, tid, "a")).json()["message"]
+        tids = {t: (await producer.for_tenant(t).enqueue(sid(), "hi")).turn_id for t in "ab"}
+        async with opened(h, tids["a"], "a"), opened(h, tids["a"], "a"):
+            msg = (await refused(h, tids["a"], "a")).json()["message"]
             assert "CHATLANE_MAX_STREAMS_PER_TENANT" in msg
-            async with opened(h, tid, "b"), opened(h, tid, "b"):
-                await refused(h, tid, "b")
-        await eventually_open(h, tid, "a")
+            async with opened(h, tids["b"], "b"), opened(h, tids["b"], "b"):
+                await refused(h, tids["b"], "b")
+        await eventually_open(h, tids["a"], "a")
 
 
 async def test_a_slow_reader_does_not_make_the_server_buffer_its_stream(
@@ -304,7 +298,7 @@ async def test_after_a_redis_restart_streams_resume_from_last_event_id_and_the_h
     keepalive is far beyond the client's patience, so the live ones can only come through the
     hub's new subscription."""
     with RedisServer(appendfsync="always") as redis:
-        settings = Settings(redis_url=redis.url, key_prefix=new_prefix())
+        settings = Settings(redis_url=redis.url, key_prefix=new_prefix(), auth="none")
         app = create_app(settings, keepalive_s=300)
         with ServedApp(app) as server:
             async with (
