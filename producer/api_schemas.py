@@ -80,7 +80,10 @@ Role = Literal["user", "assistant", "system", "tool", "unreadable"]
 
 
 class Message(BaseModel):
-    index: int = Field(description="0-based position in the session history; pass as `before` to page back")
+    index: int = Field(
+        description="absolute 0-based position in the session history (retention trims the oldest but never "
+        "renumbers); pass as `before` to page back"
+    )
     role: Role = Field(description="`unreadable`: a stored entry that cannot be decoded (see `error`)")
     content: str = Field(description="the message's text (the text blocks of a list-of-blocks content)")
     turn_id: str | None = Field(description="the turn that wrote this message")

@@ -102,6 +102,11 @@ async def turn_events(
                     first = False
                 else:
                     events = await hub.read(follower, last)
+                    if not events:
+                        # Woken with nothing new: the stream's turn may have been deleted
+                        # (delete_session.lua announces that too); read again with the check.
+                        check = True
+                        continue
                 for ev in events:
                     eid = entry_id(ev.id)
                     fresh = eid > cursor

@@ -46,6 +46,7 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
           redis.call("HSET", tk, "state", "running", "started", now_ms, "a" .. attempts .. "s", now_ms)
           if attempts > 1 then
             redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
+            redis.call("PUBLISH", tk .. suffix, "")  -- wakes the stream's followers (Keys.stream_channels)
           end
           local f = redis.call("HMGET", tk, "text", "metadata", "created", "more")
           return {"turn", head, f[1], attempts, now_ms, f[2] or "", tonumber(f[3]) or 0, 0, f[4] or ""}

@@ -45,6 +45,9 @@ for _, id in ipairs(ids) do
       redis.call("SREM", rec[4], id)
     end
     redis.call("DEL", tk, tk .. stream_suffix, tk .. webhook_suffix)
+    -- An open stream of the turn reads again at once, finds no record and ends (404), not at its
+    -- next keepalive tick.
+    redis.call("PUBLISH", tk .. stream_suffix, "")
     redis.call("ZREM", outbox_key, id)
     removed = removed + 1
   end

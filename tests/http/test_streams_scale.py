@@ -146,6 +146,30 @@ async def test_a_write_wakes_an_idle_stream_without_waiting_for_its_keepalive_ti
         slow_tick.stop()
 
 
+async def test_deleting_the_session_ends_its_open_stream_at_once(serve: Callable[..., Api]) -> None:
+    """delete_session.lua announces the streams it deletes: an open stream ends with 404
+    turn_not_found now, not at its next keepalive tick (300 s here)."""
+    api = serve()
+    slow_tick = ServedApp(create_app(api.settings, keepalive_s=300)).start()
+    try:
+        async with (
+            ChatProducer(settings=api.settings) as producer,
+            httpx.AsyncClient(base_url=slow_tick.base_url, timeout=20) as h,
+        ):
+            session = sid()
+            tid = (await producer.enqueue(session, "hello")).turn_id
+            async with h.stream("GET", f"/v1/turns/{tid}/stream") as resp:
+                assert resp.status_code == 200
+                lines = resp.aiter_lines()
+                await asyncio.sleep(0.3)  # the follower has read once and now waits
+                await producer.delete_session(session)
+                async with asyncio.timeout(10):
+                    events = [line async for line in lines if line.startswith(("event: ", "data: "))]
+            assert events[0] == "event: error" and json.loads(events[1][6:])["code"] == "turn_not_found", events
+    finally:
+        slow_tick.stop()
+
+
 TENANT_KEYS = "a=key-a,b=key-b,c=key-c,d=key-d"
 
 
