@@ -136,7 +136,8 @@ class Keys:
         The scripts that add chunks, tool events, a reset and the end to a turn's stream, or delete
         it (publish_chunks.lua, begin_head.lua, end_turn.lua, delete_session.lua) PUBLISH on a
         channel named like the stream key itself, so no script needs the channel as another
-        argument; one PSUBSCRIBE per API process (producer/stream_hub.py) hears every stream. Of the channels chatlane publishes on, only these end with ``stream_suffix``."""
+        argument; one PSUBSCRIBE per API process (producer/stream_hub.py) hears every stream. Of
+        the channels chatlane publishes on, only these end with ``stream_suffix``."""
         return f"{self.prefix}:*{self.stream_suffix}"
 
     def session(self, session_id: str) -> SessionKeys:

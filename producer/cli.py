@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from chatlane.errors import ChatlaneError
-from chatlane.settings import get_settings
+from chatlane.settings import Settings
+from chatlane.startup import StartupError, check_redis_url, fail, load_settings
 from chatlane.tenants import DEFAULT_TENANT
 from chatlane.turns import TurnStatus
 from producer import admin
@@ -146,16 +147,21 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-async def run(args: argparse.Namespace) -> Any:
+async def run(args: argparse.Namespace, settings: Settings) -> Any:
     tenant = getattr(args, "tenant", DEFAULT_TENANT)
-    async with ChatProducer(settings=get_settings(), tenant=tenant) as p:
+    async with ChatProducer(settings=settings, tenant=tenant) as p:
         return await args.run(p, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        result = asyncio.run(run(args))
+        settings = load_settings()
+        check_redis_url(settings)
+    except StartupError as e:
+        fail(f"chatlane {args.command}", e)  # one line, no traceback (chatlane/startup.py)
+    try:
+        result = asyncio.run(run(args, settings))
     except ChatlaneError as e:
         if args.json:
             print(json.dumps({"error": e.code, "message": str(e)}))

@@ -82,3 +82,15 @@ async def test_cli_status_session_failed_retry(fleet: Fleet, producer: ChatProdu
     assert isinstance(status["counters"], dict)
     code, out, _ = await cli(fleet, "status")
     assert code == 0 and "workers_alive: 1" in out
+
+
+async def test_cli_with_a_malformed_redis_url_says_so_in_one_line() -> None:
+    env = {**os.environ, "CHATLANE_REDIS_URL": "user:s3cret@localhost:6379"}
+    proc = await asyncio.create_subprocess_exec(
+        CLI, "status", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    lines = err.decode().splitlines()
+    assert proc.returncode == 2 and out == b"", (proc.returncode, out, err)
+    assert len(lines) == 1 and lines[0].startswith("chatlane status: ") and "not a Redis URL" in lines[0], lines
+    assert "s3cret" not in lines[0] and "Traceback" not in err.decode()
