@@ -18,11 +18,13 @@ from redis.asyncio import Redis
 
 from chatlane.errors import SessionBusy
 from chatlane.keys import Keys
+from chatlane.tenants import SessionRef
 from producer import ChatProducer, TurnState
 from tests.conftest import Fleet, keys_with_prefix, sid, wait_async
 from tests.test_webhooks import HOOK_ENV, SECRET, Receiver
 
 IDLE_S = 2.0
+TENANT = "acme"
 MODEL = "fake"
 
 
@@ -41,6 +43,11 @@ def owned(k: Keys) -> dict[str, str]:
         b.slots: "the model's concurrency slots: each expires by score with its holder's lease",
         b.waiters: "sessions waiting for a slot: one leaves when served or when it stops asking",
         b.seen: "when each waiter last asked: cleared with its waiter",
+        **{
+            k.tenant(t).active: "a tenant's queued and running turns: each leaves when its turn ends "
+            "(end_turn.lua) or its session is deleted; an empty SET is no key"
+            for t in ("default", TENANT)
+        },
     }
 
 
@@ -53,10 +60,12 @@ async def test_every_key_has_a_ttl_or_an_owner_and_idle_sessions_leave_nothing(f
             max_attempts=2, coalesce_window_ms=200, coalesce_max_wait_ms=400, fake_delay_ms=5,
         )  # fmt: skip
         settings = fleet.settings.model_copy(
-            update={"webhook_secret": SecretStr(SECRET), "webhook_allow_hosts": "127.0.0.1", "history_max_messages": 6}
-        )
+            update={"webhook_secret": SecretStr(SECRET), "webhook_allow_hosts": "127.0.0.1", "history_max_messages": 6,
+                    "tenant_max_queued": 100, "tenant_turns_per_min": 6000}
+        )  # fmt: skip
         async with ChatProducer(settings=settings) as p:
             await workload(p, rx.url)
+            await workload(p.for_tenant(TENANT), rx.url)  # the same in another tenant's namespace
             assert await wait_async(lambda: len(rx.calls) >= 2, 30)  # refused (500), then delivered
 
             keys = Keys(fleet.prefix)
@@ -80,6 +89,8 @@ async def test_every_key_has_a_ttl_or_an_owner_and_idle_sessions_leave_nothing(f
             # turn's TTL (idempotency keys), never the session's own state.
             session_state = re.compile(r"\{[^}]+\}:(inbox|history|lease|fence|drain|summary|turns|trimmed)$")
             assert [k for k in found if session_state.search(k)] == []
+            # Every turn ended: no tenant holds a place in its quota any more.
+            assert [await raw_redis.scard(keys.tenant(t).active) for t in ("default", TENANT)] == [0, 0]
             # arq's own keys (jobs, in-progress markers, retries) all expire.
             arq_keys = [k async for k in raw_redis.scan_iter(match="arq:*", count=1000)]
             assert [k for k in arq_keys if await raw_redis.pttl(k) == -1] == []
@@ -136,9 +147,10 @@ async def workload(p: ChatProducer, hook_url: str) -> None:
     assert await done(interrupting.status.turn_id) is TurnState.completed
     assert [await done(j.status.turn_id) for j in joined] == [TurnState.completed] * len(joined)
     assert await done(late.turn_id) is TurnState.expired
-    upto = await p.redis.hget(p.keys.session(summed).summary, "upto")  # type: ignore[misc]
+    scoped = SessionRef(p.tenant, summed).scoped
+    upto = await p.redis.hget(p.keys.session(scoped).summary, "upto")  # type: ignore[misc]
     assert upto and int(upto) > 0  # summaries were written
-    assert int(await p.redis.get(p.keys.session(summed).trimmed) or 0) > 0  # and the history trimmed
+    assert int(await p.redis.get(p.keys.session(scoped).trimmed) or 0) > 0  # and the history trimmed
 
 
 async def _running(p: ChatProducer, turn_id: str) -> bool:
