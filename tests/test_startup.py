@@ -171,6 +171,19 @@ def test_a_configuration_mistake_ends_the_process_in_one_line(
     assert_fails_in_one_line(run(program, env_of(**settings(locked))), program, *needles)
 
 
+API_CASES: list[tuple[str, Callable[[LockedRedis], dict[str, str]], tuple[str, ...]]] = [
+    ("api_key_bad_tenant", lambda r: {"redis_url": r.url, "api_keys": "Not A Tenant=k1"}, ("CHATLANE_API_KEYS",)),
+    ("api_keys_file_missing", lambda r: {"redis_url": r.url, "api_keys_file": "/no/keys"}, ("/no/keys",)),
+]
+
+
+@pytest.mark.parametrize(("case", "settings", "needles"), API_CASES, ids=[c[0] for c in API_CASES])
+def test_an_api_key_mistake_ends_the_api_in_one_line(
+    locked: LockedRedis, case: str, settings: Callable[[LockedRedis], dict[str, str]], needles: tuple[str, ...]
+) -> None:
+    assert_fails_in_one_line(run("api", env_of(**settings(locked))), "api", *needles)
+
+
 @pytest.mark.parametrize(("case", "settings", "needles"), WORKER_CASES, ids=[c[0] for c in WORKER_CASES])
 def test_a_worker_whose_turns_cannot_run_ends_in_one_line(
     locked: LockedRedis, case: str, settings: Callable[[LockedRedis], dict[str, str]], needles: tuple[str, ...]
