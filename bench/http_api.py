@@ -24,13 +24,11 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import redis as redis_sync
 
 from bench.cpu import CpuMeter
@@ -38,39 +36,11 @@ from bench.stats import percentile
 from devkit.http_client import HttpChatClient
 from devkit.openai_stub import OpenAIStub
 from devkit.processes import WorkerProcess, worker_env
-from devkit.redis_server import RedisServer, free_port
+from devkit.redis_server import RedisServer
+from devkit.uvicorn_process import UvicornProcess
 
 KEY = "bench-key"
 PREFIX = "httpbench"
-
-
-class Uvicorn:
-    """``uvicorn producer.api:app`` in its own process, as in the Procfile."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "uvicorn", "producer.api:app", "--host", "127.0.0.1", "--port", str(self.port),
-               "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2"]  # fmt: skip
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("uvicorn did not come up")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
@@ -123,7 +93,7 @@ def enqueue_request(conn: int, i: int) -> bytes:
     ).encode() + body
 
 
-async def throughput(api: Uvicorn, seconds: float, connections: int) -> list[tuple[str, str]]:
+async def throughput(api: UvicornProcess, seconds: float, connections: int) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     rates: dict[str, float] = {}
     cpu_ms: dict[str, float] = {}
@@ -146,7 +116,7 @@ async def throughput(api: Uvicorn, seconds: float, connections: int) -> list[tup
     return rows
 
 
-async def sse_latency(api: Uvicorn, stub: OpenAIStub, turns: int, warmup: int = 3) -> list[tuple[str, str]]:
+async def sse_latency(api: UvicornProcess, stub: OpenAIStub, turns: int, warmup: int = 3) -> list[tuple[str, str]]:
     gaps: list[float] = []
     async with HttpChatClient(api.url, KEY) as client:
         for i in range(warmup + turns):
@@ -188,7 +158,7 @@ async def main(argv: list[str]) -> int:
 
     with RedisServer() as redis, OpenAIStub(delay_s=0.05) as stub:
         env = worker_env(redis.url, PREFIX, {"CHATLANE_API_KEYS": KEY})
-        api = Uvicorn(env, logs / "uvicorn.log")
+        api = UvicornProcess(env, logs / "uvicorn.log")
         worker: WorkerProcess | None = None
         try:
             api.wait_ready()

@@ -20,12 +20,9 @@ import os
 import random
 import resource
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 from redis.asyncio import Redis
 
 from bench.cpu import CpuMeter
@@ -35,7 +32,7 @@ from bench.stats import percentile
 from chatlane.scripts.publish import PublishChunks
 from chatlane.stream import chunk_fields
 from devkit.processes import worker_env
-from devkit.redis_server import free_port
+from devkit.uvicorn_process import UvicornProcess
 from producer import ChatProducer, Settings
 
 ID = "B11"
@@ -103,36 +100,9 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-class Api:
-    """``uvicorn producer.api:app`` in its own process, with room for every stream."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "uvicorn", "producer.api:app", "--host", "127.0.0.1", "--port", str(self.port),
-               "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2",
-               "--backlog", "4096"]  # fmt: skip
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    async def ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as h:
-            while True:
-                try:
-                    if (await h.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1)).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("uvicorn did not come up")
-                await asyncio.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def api_process(env: dict[str, str], log: Path) -> UvicornProcess:
+    """The API with room for every stream."""
+    return UvicornProcess(env, log, extra_args=("--backlog", "4096"))
 
 
 async def open_stream(port: int, turn_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -185,8 +155,8 @@ async def one_repeat(bench: Bench, r: int, idle: int, n: int) -> Sample:
     so whatever else the machine does at a moment hits both sides alike."""
     prefix = new_prefix("b11")
     env = worker_env(bench.server.url, prefix, {"CHATLANE_API_KEYS": KEY, "CHATLANE_MAX_STREAMS": str(idle + 100)})
-    alone = Api(env, bench.log_dir / f"b11-uvicorn-{r}-alone.log")
-    crowd = Api(env, bench.log_dir / f"b11-uvicorn-{r}-crowd.log")
+    alone = api_process(env, bench.log_dir / f"b11-uvicorn-{r}-alone.log")
+    crowd = api_process(env, bench.log_dir / f"b11-uvicorn-{r}-crowd.log")
     writers: list[asyncio.StreamWriter] = []
     try:
         await alone.ready()

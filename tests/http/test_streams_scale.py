@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.scenarios.b11_streams import Api as UvicornApi
 from bench.scenarios.b11_streams import open_stream, redis_clients_of, rss_bytes, socket_inodes
 from chatlane.scripts.publish import PublishChunks
 from chatlane.stream import chunk_fields
@@ -28,6 +27,7 @@ from devkit.api_server import ServedApp
 from devkit.http_client import parse_sse
 from devkit.processes import worker_env
 from devkit.redis_server import RedisServer
+from devkit.uvicorn_process import UvicornProcess
 from producer import ChatProducer, Settings
 from producer.api import create_app
 from tests.conftest import new_prefix, sid
@@ -65,9 +65,9 @@ async def sse_events(reader: asyncio.StreamReader) -> AsyncIterator[Event]:
 
 
 @contextlib.contextmanager
-def uvicorn_api(redis: RedisServer, prefix: str, tmp: str, **env: str) -> Iterator[UvicornApi]:
+def uvicorn_api(redis: RedisServer, prefix: str, tmp: str, **env: str) -> Iterator[UvicornProcess]:
     extra = {"CHATLANE_API_KEYS": KEY, **{f"CHATLANE_{k.upper()}": v for k, v in env.items()}}
-    api = UvicornApi(worker_env(redis.url, prefix, extra), log=Path(tmp) / "uvicorn.log")
+    api = UvicornProcess(worker_env(redis.url, prefix, extra), log=Path(tmp) / "uvicorn.log")
     try:
         yield api
     finally:
