@@ -97,7 +97,19 @@ if per_min > 0 then
     return {"quota", "turns_per_min", per_min, wait_ms, 0}
   end
 end
-if max_queued > 0 and redis.call("SCARD", active_key) >= max_queued then
+-- interrupt / rollback cancel the session's queued turns (on_busy.lua, supersede) in this same
+-- script: the places they hold count as free, so a tenant at its limit can still double-text.
+-- A running turn keeps its place until its stop ends it. The inbox holds at most max_waiting ids.
+local freed = 0
+if stopping and waiting > 0 and max_queued > 0 then
+  for _, id in ipairs(redis.call("LRANGE", inbox_key, 0, -1)) do
+    local f = redis.call("HMGET", prefix .. id, "state", "stop")
+    if f[1] == "queued" and not f[2] and redis.call("SISMEMBER", active_key, id) == 1 then
+      freed = freed + 1
+    end
+  end
+end
+if max_queued > 0 and redis.call("SCARD", active_key) - freed >= max_queued then
   -- At the limit, drop members whose turn is gone without an ending (its record deleted by hand,
   -- or expired), so no lost turn holds the quota for ever. A sample, not the whole SET: a tenant
   -- that keeps knocking at its limit must not cost Redis O(limit) per knock; such members are
@@ -108,7 +120,7 @@ if max_queued > 0 and redis.call("SCARD", active_key) >= max_queued then
       redis.call("SREM", active_key, id)
     end
   end
-  if redis.call("SCARD", active_key) >= max_queued then
+  if redis.call("SCARD", active_key) - freed >= max_queued then
     return {"quota", "max_queued", max_queued, 1000, 0}
   end
 end

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from chatlane.errors import TenantQuotaExceeded
@@ -249,3 +250,27 @@ async def test_a_turn_lost_without_an_ending_does_not_hold_the_quota(fleet: Flee
             raise AssertionError("a third live turn passed max_queued=2")
         except TenantQuotaExceeded as e:
             assert e.which == "max_queued"
+
+
+async def test_at_its_limit_a_tenant_can_still_interrupt_its_own_queued_turns(raw_redis: Redis, fleet: Fleet) -> None:
+    """interrupt / rollback cancel the session's queued turns in the enqueue script itself: their
+    places count as free, so a user at the tenant's limit can still double-text. Nothing runs here
+    (no worker), so every turn stays queued until superseded."""
+    settings = fleet.settings.model_copy(update={"tenant_max_queued": 3})
+    active = fleet.settings.key_prefix + f":tenant:{ACME}:active"
+    async with ChatProducer(settings=settings, tenant=ACME) as p:
+        first = [await p.enqueue("chat", f"text {n}") for n in range(2)]
+        other = await p.enqueue("elsewhere", "holds the third place")
+        with pytest.raises(TenantQuotaExceeded):
+            await p.enqueue("chat", "a plain enqueue at the limit")
+        for policy in ("interrupt", "rollback"):
+            newer = await p.enqueue("chat", f"{policy}: start over", on_busy=policy)
+            assert (await p.status(newer.turn_id)).state is TurnState.queued
+        for t in first:
+            assert (await p.status(t.turn_id)).state is TurnState.cancelled
+        assert await raw_redis.smembers(active) == {other.turn_id, newer.turn_id}
+        # Superseding frees only the session's own queued turns: with one queued turn in "chat" and
+        # one elsewhere, a third session's interrupt has nothing to cancel and is refused.
+        await p.enqueue("third", "fills the limit")
+        with pytest.raises(TenantQuotaExceeded):
+            await p.enqueue("fourth", "nothing to supersede", on_busy="interrupt")
