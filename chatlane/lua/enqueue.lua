@@ -87,7 +87,7 @@ local stopping = on_busy == "interrupt" or on_busy == "rollback"
 if waiting >= max_waiting and not stopping then
   return {"full", "", 0, waiting, 0}
 end
--- Before supersede: a refusal writes nothing (the turns it would cancel still count).
+-- Before supersede: a refusal writes nothing.
 local PRUNE_SAMPLE = 16
 local level = 0
 if per_min > 0 then
