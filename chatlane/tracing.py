@@ -185,10 +185,15 @@ NO_SPANS = TurnSpans()
 
 async def turn_spans(redis: Redis, turn_key: str, session_id: str, step: Begun | StopRequested) -> TurnSpans:
     """The spans of a turn a worker just began (or must commit stopped), under the trace its
-    enqueue stored: one HGET, only with tracing on. A first attempt records its queue wait."""
+    enqueue stored: a begun turn carries it (begin_head.lua reads it with the turn); a stop to
+    commit costs one HGET, only with tracing on. A first attempt records its queue wait."""
     if not _on:
         return NO_SPANS
-    traceparent: str | None = await redis.hget(turn_key, TRACE_FIELD)  # type: ignore[misc]
+    traceparent: str | None
+    if isinstance(step, Begun):
+        traceparent = step.trace or None
+    else:
+        traceparent = await redis.hget(turn_key, TRACE_FIELD)  # type: ignore[misc]
     attrs = {"chatlane.session_id": session_id, "chatlane.turn_id": step.turn_id, "chatlane.attempt": step.attempt}
     spans = TurnSpans(traceparent, attrs)
     if isinstance(step, Begun) and step.attempt == 1:

@@ -5,7 +5,7 @@
 -- Returns one of
 --   {"lost"}      the lease is not ours (expired or taken over): nothing written. This is the
 --                 fence: a paused or partitioned ex-holder can never commit.
---   {"turn", id, text, attempts, started_ms, metadata, created_ms, paused_ms, more}   the next turn
+--   {"turn", id, text, attempts, started_ms, metadata, created_ms, paused_ms, more, trace}   the next turn
 --                 is now running (attempt counted); paused_ms: what is left of the model's provider
 --                 pause, 0 if none; more: the texts that joined it (JSON array) or ""
 --   {"stopping", id, text, attempts, 0, metadata, 0, 0, more}   a turn with a stop request

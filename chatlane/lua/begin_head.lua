@@ -3,7 +3,7 @@
 -- next turn, claim.lua and advance.lua.
 --
 -- Begins the turn at the head of the inbox: counts the attempt, marks it running, and returns
--- {"turn", id, text, attempts, started_ms, metadata, created_ms, 0, more} (metadata: the turn's
+-- {"turn", id, text, attempts, started_ms, metadata, created_ms, 0, more, trace} (metadata: the turn's
 -- JSON object, or ""; created_ms: when it was enqueued, for the queue-wait metric; claim.lua and
 -- advance.lua put the model's provider pause in 8th place; more: the JSON array of the texts that
 -- joined it after `text`, or ""). Unless head_gate.lua says the head has a stop request to commit
@@ -48,8 +48,8 @@ local function begin_head(lease_key, inbox_key, stats_key, pending_key, session_
             redis.call("XADD", tk .. suffix, "*", "t", "reset", "a", attempts)
             redis.call("PUBLISH", tk .. suffix, "")  -- wakes the stream's followers (Keys.stream_channels)
           end
-          local f = redis.call("HMGET", tk, "text", "metadata", "created", "more")
-          return {"turn", head, f[1], attempts, now_ms, f[2] or "", tonumber(f[3]) or 0, 0, f[4] or ""}
+          local f = redis.call("HMGET", tk, "text", "metadata", "created", "more", "trace")
+          return {"turn", head, f[1], attempts, now_ms, f[2] or "", tonumber(f[3]) or 0, 0, f[4] or "", f[5] or ""}
         end
         redis.call("HSET", tk, "attempts", max_attempts)
         redis.call("HINCRBY", stats_key, "turns_abandoned", 1)

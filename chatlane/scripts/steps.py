@@ -22,6 +22,7 @@ class Begun:
     paused_ms: int = 0  # what is left of the model's provider pause (429), 0 if none
     created_ms: int = 0  # when it was enqueued (0: unknown)
     more: tuple[str, ...] = ()  # the texts that joined the turn after ``text`` (on_busy=coalesce)
+    trace: str = ""  # the W3C traceparent its enqueue stored ("" without tracing; chatlane/tracing.py)
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -71,6 +72,7 @@ def parse_step(res: list[Any], lease_key: str) -> Step:
         return Begun(
             str(res[1]), str(res[2]), int(res[3]), int(res[4]), _metadata(res),
             paused_ms=int(res[7]) if len(res) > 7 else 0, created_ms=int(res[6]), more=_more(res),
+            trace=str(res[9]) if len(res) > 9 else "",
         )  # fmt: skip
     if kind == "stopping":
         return StopRequested(str(res[1]), str(res[2]), int(res[3]), _metadata(res), _more(res))
@@ -85,7 +87,7 @@ def parse_step(res: list[Any], lease_key: str) -> Step:
     raise ValueError(f"unexpected answer from a chatlane script: {res!r}")
 
 
-# A begin step is {kind, id, text, attempts, started_ms, metadata, created_ms, paused_ms, more}
+# A begin step is {kind, id, text, attempts, started_ms, metadata, created_ms, paused_ms, more, trace}
 # (begin_head.lua).
 
 
