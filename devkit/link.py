@@ -12,23 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+
+from devkit.thread_server import ThreadServer
 
 
 class Link:
     def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
         self.host = host
         self.target_port = target_port
-        self.port = 0
         self._cut = False
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
         self._writers: set[asyncio.StreamWriter] = set()
-        self._thread = threading.Thread(target=self._run, name=f"link-{target_port}", daemon=True)
+        self._server = ThreadServer(self._serve, f"link-{target_port}", host)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     def start(self) -> Link:
-        self._thread.start()
-        self._ready.wait(10)
+        self._server.start()
         return self
 
     def retarget(self, port: int) -> None:
@@ -43,27 +44,11 @@ class Link:
     def close(self) -> None:
         """Close every connection (as a network that is back would reset them) and stop."""
 
-        def stop() -> None:
+        def abort_all() -> None:
             for w in self._writers:
                 w.transport.abort()
-            self._loop.stop()
 
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(stop)
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, self.host, 0))
-        self.port = int(server.sockets[0].getsockname()[1])
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        tasks = asyncio.all_tasks(self._loop)
-        for t in tasks:
-            t.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.close()
+        self._server.stop(before=abort_all)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:

@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import threading
 
+from devkit.thread_server import ThreadServer
+
 MAX_HEAD = 64 * 1024
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"}
 
@@ -30,10 +32,11 @@ class StripProxy:
         self.prefix = prefix.encode("ascii")
         self.upstream_port = upstream_port
         self.host = host
-        self.port = port
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"strip-proxy-{upstream_port}", daemon=True)
+        self._server = ThreadServer(self._serve, f"strip-proxy-{upstream_port}", host, port, limit=MAX_HEAD)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def base_url(self) -> str:
@@ -41,34 +44,17 @@ class StripProxy:
         return f"http://{self.host}:{self.port}{self.prefix.decode()}"
 
     def start(self) -> StripProxy:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the proxy did not start")
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
+        self._server.stop()
 
     def __enter__(self) -> StripProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD))
-        self.port = int(server.sockets[0].getsockname()[1])
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        tasks = asyncio.all_tasks(self._loop)
-        for t in tasks:
-            t.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.close()
 
     def strip(self, target: bytes) -> bytes | None:
         """The upstream's request target for the client's ``target``; None outside the prefix."""
