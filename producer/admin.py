@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from dataclasses import dataclass
 
 from chatlane.errors import TurnNotFound, TurnNotRetryable
@@ -73,6 +74,12 @@ async def session_view(p: ChatProducer, session_id: str, recent: int = 10) -> Se
         await _statuses(p, list(inbox)),
         await _statuses(p, done[-recent:]),
     )
+
+
+def since_ms(seconds_ago: float | None) -> int:
+    """Epoch ms ``seconds_ago`` seconds back (0: since ever): `chatlane failed --since` and the
+    dashboard's /v1/fleet routes count on one clock."""
+    return int((time.time() - seconds_ago) * 1000) if seconds_ago is not None else 0
 
 
 async def ended_turns(p: ChatProducer, since_ms: int = 0) -> list[tuple[int, str, TurnState]]:

@@ -6,7 +6,6 @@ same bearer key as the rest of /v1.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -44,11 +43,6 @@ class Retried(BaseModel):
     turn: TurnStatus = Field(description="the new turn, at the end of the failed turn's session")
 
 
-def _since_ms(seconds_ago: int | None) -> int:
-    # The same clock as `chatlane failed --since` (producer/cli.py).
-    return int((time.time() - seconds_ago) * 1000) if seconds_ago is not None else 0
-
-
 def admin_router(auth: bool) -> APIRouter:
     common = error_responses(401, 503) if auth else error_responses(503)
     r = APIRouter(prefix=API_PREFIX, responses=common, tags=["operate"])
@@ -63,7 +57,7 @@ def admin_router(auth: bool) -> APIRouter:
         """`chatlane status`, plus the turns that ended in the window (for rates). The count SCANs
         the turn records: O(turns kept), like `chatlane failed`."""
         status = await producer.fleet_status()
-        ended = await admin.ended_counts(producer, _since_ms(window_s))
+        ended = await admin.ended_counts(producer, admin.since_ms(window_s))
         return Fleet(
             workers_alive=status.workers_alive,
             queue_depth=status.queue_depth,
@@ -87,7 +81,7 @@ def admin_router(auth: bool) -> APIRouter:
     ) -> FailedTurns:
         """`chatlane failed`: failed turns whose records are still kept (CHATLANE_TURN_TTL_S). SCANs
         the turn records: O(turns kept)."""
-        return FailedTurns(turns=await admin.failed_turns(producer, _since_ms(since)))
+        return FailedTurns(turns=await admin.failed_turns(producer, admin.since_ms(since)))
 
     @r.post(
         "/turns/{turn_id}/retry",

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,8 +63,7 @@ async def _session(p: ChatProducer, a: argparse.Namespace) -> Any:
 
 
 async def _failed(p: ChatProducer, a: argparse.Namespace) -> Any:
-    since_ms = int((time.time() - a.since) * 1000) if a.since is not None else 0
-    return await admin.failed_turns(p, since_ms)
+    return await admin.failed_turns(p, admin.since_ms(a.since))
 
 
 async def _retry(p: ChatProducer, a: argparse.Namespace) -> Any:
