@@ -185,3 +185,11 @@ class SessionNotEmpty(ChatlaneError):
         super().__init__(f"session {session_id!r} {why}; an import needs an empty session (nothing was written)")
         self.session_id = session_id
         self.why = why
+
+
+class StreamLimit(ChatlaneError):
+    """An API process holds as many open SSE streams as it may (CHATLANE_MAX_STREAMS, or
+    CHATLANE_MAX_STREAMS_PER_TENANT for the caller's tenant): answered before the stream starts."""
+
+    code = "stream_limit"
+    http_status = 429

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from chatlane.connection import REDIS_DOWN
-from chatlane.errors import ChatlaneError, RedisUnavailable
+from chatlane.errors import RedisUnavailable, StreamLimit
 from chatlane.keys import Keys
 from chatlane.stream import StreamEvent
 
@@ -43,11 +43,6 @@ READERS = 4
 # then reads with the socket timeout, and an idle pub/sub connection would fail every few seconds.
 LISTEN_S = 5.0
 RECONNECT_MAX_S = 2.0
-
-
-class StreamLimit(ChatlaneError):
-    code = "stream_limit"
-    http_status = 429
 
 
 @dataclass(eq=False)
