@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from chatlane.cancelling import cancel_and_wait
 from chatlane.connection import REDIS_DOWN
 from chatlane.errors import RedisUnavailable, StreamLimit
 from chatlane.keys import Keys
@@ -174,9 +175,7 @@ class StreamHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)  # its loop retries on Redis errors (chatlane/cancelling.py)
             self._task = None
 
     async def _run(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -20,6 +21,10 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
+from chatlane.cancelling import cancel_and_wait
+from chatlane.connection import connect
+from chatlane.keys import Keys
+from chatlane.scripts import Advance, Claim, Handback, Renew, SaveSummary
 from devkit import faults
 from devkit.failover import Options, measure
 from devkit.link import Link
@@ -28,6 +33,7 @@ from devkit.redis_server import RedisServer
 from producer import ChatProducer, RedisUnavailable, ReplicationTimeout, Settings
 from tests.conftest import TEST_WORKER_ENV, new_prefix, sid, wait_async
 from tests.test_faults import checked, running_holder
+from worker.lease import Lease, LeasePolicy, LeaseScripts
 from worker.queue_pool import arq_redis_settings
 
 
@@ -139,6 +145,42 @@ async def test_turn_end_is_reported_only_once_replicated(pair: tuple[RedisServer
     finally:
         worker.stop()
     assert "holding the session until they do" in worker.log()
+
+
+async def test_a_lease_keeper_stops_when_asked_while_its_renewals_meet_a_demoted_primary(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    """A drain ends by stopping its lease keeper. Against a demoted primary every renewal is
+    answered READONLY and retried, and on Python 3.11 redis-py drops about one cancel in three
+    that land during a command (chatlane/cancelling.py). A keeper that missed its stop renewed a
+    finished drain's lease for ever: the session was never served again. Every stop must end it."""
+    primary, replica = pair
+    await in_sync(primary)
+    s = Settings(redis_url=replica.url, key_prefix=new_prefix())
+    redis, keys = connect(s), Keys(s.key_prefix)
+    scripts = LeaseScripts(
+        claim=Claim(redis, keys, s), renew=Renew(redis, keys), advance=Advance(redis, keys, s),
+        handback=Handback(redis, keys, s.session_idle_ttl_ms), save_summary=SaveSummary(redis, keys),
+    )  # fmt: skip
+    policy = LeasePolicy(ttl_ms=60_000, renew_ms=1, margin_ms=0)  # renewing all the time
+    stopped_ok = 0
+    try:
+        for _ in range(200):
+            lease = Lease(scripts, "s", keys.session("s").lease, "token", policy, time.monotonic())
+            lease.start()
+            await asyncio.sleep(random.uniform(0, 0.005))
+            try:
+                async with asyncio.timeout(5):  # a stop takes milliseconds; a missed one, for ever
+                    await lease.stop()
+            except TimeoutError:
+                break
+            stopped_ok += 1
+    finally:
+        for task in asyncio.all_tasks():
+            if task.get_name().startswith("lease:"):
+                await cancel_and_wait(task)
+        await redis.aclose()
+    assert stopped_ok == 200, f"stop {stopped_ok + 1} left its keeper renewing"
 
 
 async def test_endpoint_that_moves_to_a_new_primary_is_followed(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from chatlane.cancelling import cancel_and_wait
 from chatlane.connection import REDIS_DOWN
 from chatlane.errors import CommitNotReplicated, LeaseLost
 from chatlane.logs import REDIS_OUTAGE
@@ -47,10 +48,6 @@ from worker.stops import TurnStopped
 
 T = TypeVar("T")
 log = logging.getLogger("chatlane.lease")
-
-# How often a cancelled piece of work is cancelled again until it is done: one cancel of
-# BaseChatModel.astream missed about 1 time in 4 (the stream ran on); re-cancelling stopped 30/30.
-RECANCEL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -116,8 +113,9 @@ class Lease:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Re-cancelled until done: a cancel lost inside redis-py would leave the keeper renewing
+            # a finished drain's lease for ever (chatlane/cancelling.py).
+            await cancel_and_wait(self._task)
 
     def mark_lost(self) -> None:
         if not self.policy.ignore_loss:
@@ -233,9 +231,7 @@ class Lease:
         try:
             await asyncio.wait({work, *waits}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            while not work.done():
-                work.cancel()
-                await asyncio.wait({work}, timeout=RECANCEL_S)
+            await cancel_and_wait(work)
             for w in waits:
                 w.cancel()
         if work.cancelled() and self.lost.is_set():

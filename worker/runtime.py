@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from chatlane.cancelling import cancel_all_and_wait
 from chatlane.connection import connect
 from chatlane.keys import WORKER_HEARTBEAT_S, Keys
 from chatlane.scripts import Advance, AttemptEnded, Claim, Handback, Renew, SaveSummary, Sweep
@@ -105,9 +106,7 @@ class Runtime:
             await asyncio.sleep(WORKER_HEARTBEAT_S)
 
     async def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_all_and_wait(self.tasks)  # each loop retries on Redis errors (chatlane/cancelling.py)
         try:
             await self.redis.zrem(self.keys.workers, self.worker_id)
         except Exception as e:
