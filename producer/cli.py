@@ -15,9 +15,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from chatlane.errors import ChatlaneError
+from chatlane.errors import ChatlaneError, InvalidInput
+from chatlane.export import SessionExport
 from chatlane.settings import Settings
 from chatlane.startup import StartupError, check_redis_url, fail, load_settings
 from chatlane.tenants import DEFAULT_TENANT
@@ -79,6 +80,23 @@ async def _export(p: ChatProducer, a: argparse.Namespace) -> Any:
     return await p.export_session(a.session_id)
 
 
+def read_export(text: str) -> SessionExport:
+    """An export as ``export-session`` prints it; InvalidInput, naming the first problem, if not."""
+    try:
+        return SessionExport.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        raise InvalidInput(f"not a chatlane session export: {where}: {first['msg']}") from None
+
+
+async def _import(p: ChatProducer, a: argparse.Namespace) -> Any:
+    with a.file:
+        export = read_export(a.file.read())
+    target = a.session_id or export.session_id
+    return {"session_id": target, **dataclasses.asdict(await p.import_session(export, session_id=target))}
+
+
 def _turn_line(t: TurnStatus) -> str:
     when = t.finished_at or t.started_at or t.created_at
     detail = t.error or t.reply or ""
@@ -102,6 +120,8 @@ def render_text(command: str, result: Any) -> str:
     if command == "delete-session":
         active = f"{data['cancelled']} queued or running"
         return f"deleted session {data['session_id']}: {data['turns']} turn(s) ({active}), {data['messages']} messages"
+    if command == "import-session":
+        return f"imported {data['messages']} message(s) into session {data['session_id']} ({data['trimmed']} trimmed)"
     if command == "retry":
         st: TurnStatus = result["turn"]
         verb = "enqueued" if result["created"] else "already retried as"
@@ -142,6 +162,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("session_id")
     e = add("export-session", _export, "print a session's history and turns as JSON")
     e.add_argument("session_id")
+    i = add("import-session", _import, "write an export's history into an empty session (nothing, if not empty)")
+    i.add_argument("file", type=argparse.FileType("r", encoding="utf-8"), help="an export-session output; - for stdin")
+    i.add_argument("--session-id", help="the session to write (default: the exported one)")
     return top
 
 

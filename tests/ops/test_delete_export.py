@@ -4,6 +4,7 @@ re-imports into an empty session, which then goes on from it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -192,3 +193,47 @@ async def test_an_import_respects_the_history_bound(fleet: Fleet, raw_redis: Red
         assert (done.messages, done.trimmed) == (2, 6)  # whole turns: the last one (2) fits in 5
         again = await producer.export_session(s2)
         assert again.history_start == 6 and again.history == exp.history[6:]
+
+
+async def test_cli_export_then_import_round_trips_and_bad_input_writes_nothing(
+    fleet: Fleet, producer: ChatProducer, raw_redis: Redis, tmp_path: Path
+) -> None:
+    fleet.start(1, handler=AGENT)
+    s = sid("cliimp")
+    for text in ("one", 'two !tool=add:{"a": 2, "b": 3}'):
+        t = await producer.enqueue(s, text)
+        assert (await producer.wait(t.turn_id, 20)).state is TurnState.completed
+    code, out, err = await cli(fleet, "export-session", s)
+    assert code == 0, err
+    saved = tmp_path / "export.json"
+    saved.write_text(out)
+    exported = SessionExport.model_validate_json(out)
+
+    # Into a new session id; the same history comes back out.
+    s2 = sid("cliimp")
+    done = await cli_json(fleet, "import-session", str(saved), "--session-id", s2)
+    assert done == {"session_id": s2, "messages": len(exported.history), "trimmed": 0}
+    assert (await producer.export_session(s2)).history == exported.history
+    # Into the exported id once it is deleted, in text form.
+    assert (await cli_json(fleet, "import-session", str(saved), rc=1))["error"] == "session_not_empty"
+    await producer.delete_session(s)
+    code, out, err = await cli(fleet, "import-session", str(saved))
+    assert code == 0 and out.strip() == f"imported {len(exported.history)} message(s) into session {s} (0 trimmed)"
+    assert (await producer.export_session(s)).history == exported.history
+
+    # Bad input: a clear error, exit 1, and nothing written.
+    before = await keys_with_prefix(raw_redis, fleet.prefix)
+    s3 = sid("cliimp")
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(saved.read_text()[:100])
+    err = await cli_json(fleet, "import-session", str(truncated), "--session-id", s3, rc=1)
+    assert err["error"] == "invalid_input" and "not a chatlane session export" in err["message"]
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({**json.loads(saved.read_text()), "history": [{"type": "human"}]}))
+    err = await cli_json(fleet, "import-session", str(wrong), "--session-id", s3, rc=1)
+    assert err["error"] == "invalid_input" and "history[0]" in err["message"]
+    err = await cli_json(fleet, "import-session", str(saved), "--session-id", "bad id!", rc=1)
+    assert err["error"] == "invalid_input"
+    code, _, usage = await cli(fleet, "import-session", str(tmp_path / "missing.json"))
+    assert code == 2 and "missing.json" in usage
+    assert await keys_with_prefix(raw_redis, fleet.prefix) == before
