@@ -85,6 +85,16 @@ def ui_api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="package")
+def tenant_api(ui_api: UiApi) -> Iterator[UiApi]:
+    """A second API on ``ui_api``'s Redis and workers, with tenant keys: ``acme-key`` (tenant acme),
+    ``other-key`` (tenant other) and the admin key ``admin-key``. ``key`` is acme's."""
+    keys = {"api_keys": SecretStr("acme=acme-key,other=other-key"), "admin_keys": SecretStr("admin-key")}
+    settings = ui_api.settings.model_copy(update=keys)
+    with ServedApp(create_app(settings)) as server:
+        yield UiApi(server.base_url, settings, "acme-key")
+
+
+@pytest.fixture(scope="package")
 def open_api(redis_server: RedisServer) -> Iterator[UiApi]:
     """An API with auth off (CHATLANE_AUTH=none) and no workers."""
     settings = Settings(redis_url=redis_server.url, key_prefix=new_prefix(), auth="none")

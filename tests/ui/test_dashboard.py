@@ -7,6 +7,7 @@ from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from devkit.ui_screenshot import enter_key, send
@@ -202,3 +203,43 @@ def test_queued_turn_is_cancelled_from_the_list(page: Page, ui_api: UiApi) -> No
     page.locator(f"#live-turns li[data-turn='{running}']").get_by_role("button", name="Stop").click()
     expect(page.locator("#stream")).to_have_attribute("data-state", "interrupted")
     expect(page.locator("#live-turns li")).to_have_count(0)
+
+
+def test_an_admin_key_acts_for_the_tenant_named_with_it(page: Page, tenant_api: UiApi, offsite: Offsite) -> None:
+    """An admin key without a tenant is asked for one (the API refuses it 422); with one, what the
+    page sends lands in that tenant's session, which another tenant does not see. A session id like
+    an e-mail address opens as the API accepts it."""
+    session = f"{sid('ui')}@example.com"
+    page.goto(f"{tenant_api.url}/ui#/session/{session}")
+    enter_key(page, "admin-key")  # no tenant
+    expect(page.locator("#key-form")).to_be_visible()
+    expect(page.locator("#key-prompt")).to_contain_text("X-Chatlane-Tenant")
+    page.locator("#key-input").fill("admin-key")
+    page.locator("#tenant-input").fill("acme")
+    page.locator("#key-submit").click()
+    expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator("#key-state")).to_have_text("key set · tenant acme")
+    expect(page.locator("#session-body")).to_be_visible()
+
+    send(page, "hello as acme")
+    expect(page.locator("#stream")).to_have_attribute("data-state", "completed")
+    expect(page.locator("#history li.msg")).to_have_count(2)
+    with client(tenant_api) as acme:
+        messages = acme.get(f"/v1/sessions/{session}/messages").json()["messages"]
+        assert messages[0]["content"] == "hello as acme"
+    other = httpx.Client(base_url=tenant_api.url, headers={"Authorization": "Bearer other-key"}, timeout=10)
+    with other:
+        assert other.get(f"/v1/sessions/{session}/messages").json()["messages"] == []
+
+    # A tenant key naming another tenant is refused (403) and asked again; the key alone works.
+    page.locator("#forget-key").click()
+    page.reload()
+    page.locator("#key-input").fill("other-key")
+    page.locator("#tenant-input").fill("acme")
+    page.locator("#key-submit").click()
+    expect(page.locator("#key-prompt")).to_contain_text("only an admin key may name another tenant")
+    page.locator("#tenant-input").fill("")
+    enter_key(page, "other-key")
+    expect(page.locator("#key-state")).to_have_text("key set")
+    expect(page.locator("#history-count")).to_have_text("0 message(s)")  # other's session of that name
+    assert offsite.urls == []

@@ -1,10 +1,13 @@
 // The chatlane dashboard. Plain JS, no build step. Every piece of data comes from the /v1 JSON API
 // with `Authorization: Bearer <key>` (the key is asked for on the first 401 and kept in
-// sessionStorage, so it lives only as long as the tab). Everything shown is set with textContent,
+// sessionStorage, so it lives only as long as the tab). An admin key also names the tenant it acts
+// for (X-Chatlane-Tenant), asked for with the key and kept the same way. Everything shown is set with textContent,
 // never innerHTML: history and replies are user and model text.
 "use strict";
 
 const KEY_STORE = "chatlane.key";
+const TENANT_STORE = "chatlane.tenant";
+const TENANT_HEADER = "X-Chatlane-Tenant";
 // The fleet's two calls SCAN the turn records (O(turns kept)): polled less often than a session.
 const POLL_MS = { fleet: 5000, session: 2000 };
 const RATE_WINDOW_MS = 60000;
@@ -35,6 +38,8 @@ function authHeaders(extra) {
   const headers = { Accept: "application/json", ...extra };
   const key = sessionStorage.getItem(KEY_STORE);
   if (key) headers.Authorization = `Bearer ${key}`;
+  const tenant = sessionStorage.getItem(TENANT_STORE);
+  if (key && tenant) headers[TENANT_HEADER] = tenant;
   return headers;
 }
 
@@ -47,7 +52,16 @@ async function api(method, path, body) {
     throw new ApiError(401, "unauthorized", "this API wants a key");
   }
   const data = await res.json().catch(() => null);
-  if (!res.ok) throw new ApiError(res.status, data && data.code, data && data.message);
+  if (!res.ok) {
+    const err = new ApiError(res.status, data && data.code, data && data.message);
+    // An admin key without a tenant (422), or a tenant key naming another tenant (403): the auth
+    // guard refused the tenant, not the request. Ask again, saying why.
+    if ((res.status === 422 || res.status === 403) && err.message.includes(TENANT_HEADER)) {
+      askKey(`${err.message}.`);
+      throw new ApiError(401, err.code, err.message);
+    }
+    throw err;
+  }
   return data;
 }
 
@@ -70,13 +84,17 @@ function askKey(why) {
 
 function renderKeyState() {
   const has = Boolean(sessionStorage.getItem(KEY_STORE));
-  $("key-state").textContent = has ? "key set" : state.needKey ? "key needed" : "no key";
+  const tenant = sessionStorage.getItem(TENANT_STORE);
+  $("key-state").textContent = has ? `key set${tenant ? ` · tenant ${tenant}` : ""}` : state.needKey ? "key needed" : "no key";
   $("forget-key").hidden = !has;
 }
 
 $("key-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   sessionStorage.setItem(KEY_STORE, $("key-input").value.trim());
+  const tenant = $("tenant-input").value.trim();
+  if (tenant) sessionStorage.setItem(TENANT_STORE, tenant);
+  else sessionStorage.removeItem(TENANT_STORE);
   $("key-input").value = "";
   $("key-form").hidden = true;
   state.needKey = false;
@@ -87,6 +105,7 @@ $("key-form").addEventListener("submit", (ev) => {
 
 $("forget-key").addEventListener("click", () => {
   sessionStorage.removeItem(KEY_STORE);
+  sessionStorage.removeItem(TENANT_STORE);
   stopStream();
   renderKeyState();
   route();
