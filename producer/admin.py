@@ -82,9 +82,12 @@ def since_ms(seconds_ago: float | None) -> int:
     return int((time.time() - seconds_ago) * 1000) if seconds_ago is not None else 0
 
 
-async def ended_turns(p: ChatProducer, since_ms: int = 0) -> list[tuple[int, str, TurnState]]:
-    """(end time in epoch ms, turn id, state) of the tenant's ended turns whose records are still kept
-    (CHATLANE_TURN_TTL_S) and that ended at ``since_ms`` or later, oldest end first.
+async def ended_turns(
+    p: ChatProducer, since_ms: int = 0, *, every_tenant: bool = False
+) -> list[tuple[int, str, TurnState, str]]:
+    """(end time in epoch ms, turn id, state, tenant) of the ended turns whose records are still
+    kept (CHATLANE_TURN_TTL_S) and that ended at ``since_ms`` or later, oldest end first: the
+    producer's tenant's, or ``every_tenant``'s (an operator's view; the API never asks for it).
 
     A SCAN over the turn records: O(turns kept), paid by the operator's query instead of an index
     every commit would have to write.
@@ -94,29 +97,39 @@ async def ended_turns(p: ChatProducer, since_ms: int = 0) -> list[tuple[int, str
     ids = [
         m.group(1) async for k in p.redis.scan_iter(match=f"{prefix}*", count=SCAN_COUNT) if (m := record.fullmatch(k))
     ]
-    found: list[tuple[int, str, TurnState]] = []
+    found: list[tuple[int, str, TurnState, str]] = []
     for start in range(0, len(ids), SCAN_COUNT):
         batch = ids[start : start + SCAN_COUNT]
         async with p.redis.pipeline(transaction=False) as pipe:
             for turn_id in batch:
                 pipe.hmget(p.keys.turn(turn_id), ["state", "finished", "tenant"])
             rows = await pipe.execute()
-        found += [
-            (int(fin), t, TurnState(state)) for t, (state, fin, tenant) in zip(batch, rows, strict=True)
-            if state in _ENDED and fin and int(fin) >= since_ms and (tenant or DEFAULT_TENANT) == p.tenant
-        ]  # fmt: skip
+        for t, (state, fin, tenant) in zip(batch, rows, strict=True):
+            owner = tenant or DEFAULT_TENANT
+            if state in _ENDED and fin and int(fin) >= since_ms and (every_tenant or owner == p.tenant):
+                found.append((int(fin), t, TurnState(state), owner))
     return sorted(found)
 
 
 async def failed_turns(p: ChatProducer, since_ms: int = 0) -> list[TurnStatus]:
-    """Failed turns whose records are still kept (CHATLANE_TURN_TTL_S), oldest end first."""
-    return await _statuses(p, [t for _, t, state in await ended_turns(p, since_ms) if state is TurnState.failed])
+    """The tenant's failed turns whose records are still kept (CHATLANE_TURN_TTL_S), oldest end first."""
+    return await _statuses(p, [t for _, t, state, _ in await ended_turns(p, since_ms) if state is TurnState.failed])
+
+
+async def failed_turns_of_every_tenant(p: ChatProducer, since_ms: int = 0) -> list[tuple[str, TurnStatus]]:
+    """(tenant, status) of every tenant's failed turns still kept, oldest end first: each status is
+    read through that tenant's view, as that tenant's own calls would see it."""
+    out: list[tuple[str, TurnStatus]] = []
+    for _, turn_id, state, tenant in await ended_turns(p, since_ms, every_tenant=True):
+        if state is TurnState.failed:
+            out += [(tenant, st) for st in await _statuses(p.for_tenant(tenant), [turn_id])]
+    return out
 
 
 async def ended_counts(p: ChatProducer, since_ms: int) -> dict[str, int]:
     """How many kept turns ended at ``since_ms`` or later, by state (every ended state, zeros too)."""
     counts = dict.fromkeys(sorted(_ENDED), 0)
-    for _, _, state in await ended_turns(p, since_ms):
+    for _, _, state, _ in await ended_turns(p, since_ms):
         counts[state.value] += 1
     return counts
 

@@ -64,7 +64,10 @@ async def _session(p: ChatProducer, a: argparse.Namespace) -> Any:
 
 
 async def _failed(p: ChatProducer, a: argparse.Namespace) -> Any:
-    return await admin.failed_turns(p, admin.since_ms(a.since))
+    since = admin.since_ms(a.since)
+    if a.all_tenants:
+        return [{"tenant": t, **plain(st)} for t, st in await admin.failed_turns_of_every_tenant(p, since)]
+    return await admin.failed_turns(p, since)
 
 
 async def _retry(p: ChatProducer, a: argparse.Namespace) -> Any:
@@ -105,6 +108,9 @@ def _turn_line(t: TurnStatus) -> str:
 
 def render_text(command: str, result: Any) -> str:
     data = plain(result)
+    if command == "failed" and result and isinstance(result[0], dict):  # --all-tenants
+        lines = [f"  {r['tenant']:<16} {_turn_line(TurnStatus.model_validate(r)).strip()}" for r in result]
+        return "\n".join([f"{len(result)} failed turn(s), every tenant", *lines])
     if command == "failed":
         return "\n".join([f"{len(result)} failed turn(s)", *map(_turn_line, result)])
     if command == "session":
@@ -143,9 +149,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON")
         if name != "status":
             # Sessions and turns are each tenant's own (README "Tenants and quotas").
-            p.add_argument(
-                "--tenant", default=DEFAULT_TENANT, help=f"whose sessions and turns (default {DEFAULT_TENANT})"
-            )
+            p.add_argument("--tenant", help=f"whose sessions and turns (default {DEFAULT_TENANT})")
         p.set_defaults(run=fn)
         commands[name] = fn
         return p
@@ -156,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--recent", type=int, default=10, help="how many committed turns to show (default 10)")
     f = add("failed", _failed, "failed turns whose records are still kept, oldest first")
     f.add_argument("--since", type=duration_s, help="only those that ended this long ago or later (90s, 15m, 2h, 1d)")
+    f.add_argument("--all-tenants", action="store_true", help="every tenant's, each named (not with --tenant)")
     r = add("retry", _retry, "enqueue a failed turn's text again at the end of its session")
     r.add_argument("turn_id")
     d = add("delete-session", _delete, "erase a session: history, turns (queued and running ones too), streams, keys")
@@ -169,13 +174,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> Any:
-    tenant = getattr(args, "tenant", DEFAULT_TENANT)
+    named = getattr(args, "tenant", None)
+    tenant = DEFAULT_TENANT if named is None else named
     async with ChatProducer(settings=settings, tenant=tenant) as p:
         return await args.run(p, args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if getattr(args, "all_tenants", False) and args.tenant is not None:
+        cli.error("--all-tenants and --tenant exclude each other")  # exit 2, bad usage
     try:
         settings = load_settings()
         check_redis_url(settings)

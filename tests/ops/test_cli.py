@@ -94,3 +94,29 @@ async def test_cli_with_a_malformed_redis_url_says_so_in_one_line() -> None:
     assert proc.returncode == 2 and out == b"", (proc.returncode, out, err)
     assert len(lines) == 1 and lines[0].startswith("chatlane status: ") and "not a Redis URL" in lines[0], lines
     assert "s3cret" not in lines[0] and "Traceback" not in err.decode()
+
+
+async def test_cli_failed_lists_one_tenant_or_every_tenant(fleet: Fleet, producer: ChatProducer) -> None:
+    fleet.start(1, max_attempts=1)
+    acme = producer.for_tenant("acme")
+    s = sid("cli-tenants")  # the same session id under both tenants: two sessions
+    mine = await producer.enqueue(s, "mine !fail")
+    assert (await producer.wait(mine.turn_id, 20)).state is TurnState.failed
+    theirs = await acme.enqueue(s, "theirs !fail")
+    assert (await acme.wait(theirs.turn_id, 20)).state is TurnState.failed
+
+    assert [t["turn_id"] for t in await cli_json(fleet, "failed")] == [mine.turn_id]
+    assert [t["turn_id"] for t in await cli_json(fleet, "failed", "--tenant", "acme")] == [theirs.turn_id]
+    every = await cli_json(fleet, "failed", "--all-tenants")
+    assert [(t["tenant"], t["turn_id"], t["session_id"]) for t in every] == [
+        ("default", mine.turn_id, s), ("acme", theirs.turn_id, s),
+    ]  # fmt: skip
+    code, out, _ = await cli(fleet, "failed", "--all-tenants")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "2 failed turn(s), every tenant"
+    assert lines[1].split()[:2] == ["default", mine.turn_id] and lines[2].split()[:2] == ["acme", theirs.turn_id]
+    # The tenant then retries its own turn.
+    again = await cli_json(fleet, "retry", theirs.turn_id, "--tenant", "acme")
+    assert again["created"] and again["turn"]["session_id"] == s
+    code, _, usage = await cli(fleet, "failed", "--all-tenants", "--tenant", "acme")
+    assert code == 2 and "exclude each other" in usage
