@@ -13,7 +13,12 @@ It is also the witness for G1 at the model: it counts the generations in flight 
 conversation (keyed by the conversation's first user message, which every request of a session
 repeats while the history fits the window) and records when each request arrived and when its
 stream ended or the client closed the connection (noticed within one chunk interval, by
-watching the socket between chunks).
+watching the socket between chunks). When a conversation's next request arrives, its open
+requests are checked first: one whose client has closed the connection ends then, before the new
+one is recorded. Each handler is a thread, and the one that watches a closing connection can wait
+for the GIL while the next request is read: without that check a close that reached this machine
+first was once recorded 0.8 ms after the next request (a CI failure of the G1 test at the model).
+For the same reason a finished stream ends just before its last bytes are sent.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,6 +44,7 @@ class Span:
     received: float
     ended: float | None = None
     closed_by_client: bool = False
+    connection: socket.socket | None = field(default=None, repr=False, compare=False)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -98,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = [reply[i : i + size] for i in range(0, len(reply), size)] or [""]
             deltas = [{"content": p} for p in pieces]
             deltas[0]["role"] = "assistant"
-        span = stub.begin(conversation_of(body))
+        span = stub.begin(conversation_of(body), self.connection)
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -114,13 +120,15 @@ class _Handler(BaseHTTPRequestHandler):
             stub.count_tokens(usage["total_tokens"])
             if (body.get("stream_options") or {}).get("include_usage"):
                 self._event({**_chunk(n, body["model"], {}, None), "choices": [], "usage": usage})
+            # Ended before the last bytes go: the client cannot send its next request before it has
+            # them, while this thread may wait for the GIL once they are sent.
+            stub.end(span)
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
             self.wfile.flush()
         except OSError:  # the client went away while we wrote
             stub.end(span, closed_by_client=True)
             return
-        stub.end(span)
         stub.finished_at.append(time.perf_counter())
 
     def _send_json(self, status: int, payload: dict[str, Any]) -> None:
@@ -145,19 +153,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _client_closed(self, wait_s: float) -> bool:
         """Wait ``wait_s``; True as soon as the client closes the connection."""
-        readable, _, _ = select.select([self.connection], [], [], wait_s)
-        if not readable:
-            return False
-        try:
-            return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")
-        except OSError:
-            return True
+        return client_closed(self.connection, wait_s)
 
     def _event(self, obj: dict[str, Any]) -> None:
         self._chunk(f"data: {json.dumps(obj)}\n\n".encode())
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+def client_closed(connection: socket.socket, wait_s: float = 0) -> bool:
+    """Wait up to ``wait_s``; True as soon as the client has closed ``connection`` (it sends
+    nothing while its reply streams, so anything readable is the close)."""
+    readable, _, _ = select.select([connection], [], [], wait_s)
+    if not readable:
+        return False
+    try:
+        return bool(connection.recv(1, socket.MSG_PEEK) == b"")
+    except OSError:
+        return True
 
 
 def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
@@ -204,6 +218,7 @@ class OpenAIStub:
         self.finished_at: list[float] = []
         self.spans: list[Span] = []
         self._in_flight: dict[str, int] = {}
+        self._open: dict[str, list[Span]] = {}  # the conversation's requests still streaming
         self.max_in_flight: dict[str, int] = {}
         self.total_in_flight = 0
         self.max_total_in_flight = 0
@@ -236,9 +251,13 @@ class OpenAIStub:
             return []
         return tool_directives(str(messages[-1].get("content") or ""))
 
-    def begin(self, conversation: str) -> Span:
-        span = Span(conversation, time.monotonic())
+    def begin(self, conversation: str, connection: socket.socket | None = None) -> Span:
         with self.lock:
+            for open_span in self._open.get(conversation, []):
+                if open_span.connection is not None and client_closed(open_span.connection):
+                    self._end(open_span, closed_by_client=True)
+            span = Span(conversation, time.monotonic(), connection=connection)
+            self._open.setdefault(conversation, []).append(span)
             self.spans.append(span)
             level = self._in_flight.get(conversation, 0) + 1
             self._in_flight[conversation] = level
@@ -253,9 +272,15 @@ class OpenAIStub:
 
     def end(self, span: Span, *, closed_by_client: bool = False) -> None:
         with self.lock:
-            span.ended, span.closed_by_client = time.monotonic(), closed_by_client
-            self._in_flight[span.conversation] -= 1
-            self.total_in_flight -= 1
+            self._end(span, closed_by_client=closed_by_client)
+
+    def _end(self, span: Span, *, closed_by_client: bool) -> None:
+        if span.ended is not None:
+            return  # ended by begin() when the conversation's next request came
+        span.ended, span.closed_by_client = time.monotonic(), closed_by_client
+        self._open[span.conversation].remove(span)
+        self._in_flight[span.conversation] -= 1
+        self.total_in_flight -= 1
 
     def in_flight(self, conversation: str) -> int:
         with self.lock:
