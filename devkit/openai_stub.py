@@ -217,8 +217,7 @@ class OpenAIStub:
         self.received_at_monotonic: list[float] = []
         self.finished_at: list[float] = []
         self.spans: list[Span] = []
-        self._in_flight: dict[str, int] = {}
-        self._open: dict[str, list[Span]] = {}  # the conversation's requests still streaming
+        self._open: dict[str, list[Span]] = {}  # each conversation's requests still streaming
         self.max_in_flight: dict[str, int] = {}
         self.total_in_flight = 0
         self.max_total_in_flight = 0
@@ -259,8 +258,7 @@ class OpenAIStub:
             span = Span(conversation, time.monotonic(), connection=connection)
             self._open.setdefault(conversation, []).append(span)
             self.spans.append(span)
-            level = self._in_flight.get(conversation, 0) + 1
-            self._in_flight[conversation] = level
+            level = len(self._open[conversation])
             self.max_in_flight[conversation] = max(level, self.max_in_flight.get(conversation, 0))
             self.total_in_flight += 1
             self.max_total_in_flight = max(self.max_total_in_flight, self.total_in_flight)
@@ -279,12 +277,11 @@ class OpenAIStub:
             return  # ended by begin() when the conversation's next request came
         span.ended, span.closed_by_client = time.monotonic(), closed_by_client
         self._open[span.conversation].remove(span)
-        self._in_flight[span.conversation] -= 1
         self.total_in_flight -= 1
 
     def in_flight(self, conversation: str) -> int:
         with self.lock:
-            return self._in_flight.get(conversation, 0)
+            return len(self._open.get(conversation, []))
 
     def __enter__(self) -> OpenAIStub:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from chatlane.cancelling import cancel_all_and_wait
+from chatlane.cancelling import cancel_and_wait
 from chatlane.connection import connect
 from chatlane.keys import WORKER_HEARTBEAT_S, Keys
 from chatlane.scripts import Advance, AttemptEnded, Claim, Handback, Renew, SaveSummary, Sweep
@@ -106,7 +106,8 @@ class Runtime:
             await asyncio.sleep(WORKER_HEARTBEAT_S)
 
     async def close(self) -> None:
-        await cancel_all_and_wait(self.tasks)  # each loop retries on Redis errors (chatlane/cancelling.py)
+        # Each loop retries on Redis errors: one cancel may not end it (chatlane/cancelling.py).
+        await asyncio.gather(*(cancel_and_wait(t) for t in self.tasks))
         try:
             await self.redis.zrem(self.keys.workers, self.worker_id)
         except Exception as e:

@@ -1,8 +1,8 @@
 // The chatlane dashboard. Plain JS, no build step. Every piece of data comes from the /v1 JSON API
 // with `Authorization: Bearer <key>` (the key is asked for on the first 401 and kept in
 // sessionStorage, so it lives only as long as the tab). An admin key also names the tenant it acts
-// for (X-Chatlane-Tenant), asked for with the key and kept the same way. Everything shown is set with textContent,
-// never innerHTML: history and replies are user and model text.
+// for (X-Chatlane-Tenant), asked for with the key and kept the same way. Everything shown is set
+// with textContent, never innerHTML: history and replies are user and model text.
 "use strict";
 
 const KEY_STORE = "chatlane.key";
